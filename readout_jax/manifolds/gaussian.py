@@ -1,0 +1,320 @@
+"""Analytic Gaussian-mixture worlds (flat and hierarchical) with closed-form denoisers."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from readout_jax import _checks, schedules
+from readout_jax._pytree import pytree_dataclass, static_field
+from readout_jax._types import Array, Float, Int, Key, Latent, Time
+
+__all__ = ["GaussianMixture", "HierarchicalMixture", "READOUT_KINDS"]
+
+READOUT_KINDS = ("categorical", "smooth")
+
+
+@pytree_dataclass
+class GaussianMixture:
+    """x0 ~ Σ_m π_m·N(μ_m, τ²·I) in R^n, with its exact posterior-mean denoiser (SPEC §3.1).
+
+    For any (α, σ), with v = α²τ² + σ², the responsibilities are
+    r_m(z) ∝ π_m·N(z; α·μ_m, v·I) and
+    x̂0(z) = Σ_m r_m·(μ_m + (α·τ²/v)·(z − α·μ_m)) = μ̄ + (α·τ²/v)·(z − α·μ̄), μ̄ = Σ_m r_m μ_m.
+
+    The categorical readout is the Bayes classifier with sharpness β:
+    ℓ_m(x) = β·(log π_m − |x − μ_m|²/(2τ²)), read by argmax (β → ∞ is a hard argmax;
+    the argmax itself does not depend on β, the logits' scale does). The smooth readout
+    is the identity (an "image" whose pixels are the latent coordinates).
+
+    Args:
+        means: (M, n) component means μ_m.
+        weights: (M,) mixture weights π_m, non-negative, summing to 1.
+        std: component standard deviation τ > 0.
+        schedule: noise schedule (name or object); default variance-preserving cosine.
+        sharpness: β > 0 of the categorical logits.
+        readout_kind: "categorical" (argmax of the logits) or "smooth" (identity).
+        resp_scale: κ ≥ 1 (SPEC §3 regularity-limited denoiser): responsibilities are
+            computed at the inflated variance κ·v, which smooths the denoiser; κ = 1 is
+            exact.
+
+    Raises:
+        ValueError: on shapes that disagree, weights that are negative or do not sum to 1,
+            a non-positive std or sharpness, an unknown readout kind, or κ < 1.
+    """
+
+    means: Float[Array, "M n"]
+    weights: Float[Array, " M"]
+    std: Float[Array, ""]
+    schedule: schedules.AbstractSchedule = static_field(default=schedules.VPCosine())
+    sharpness: Float[Array, ""] = 1.0
+    readout_kind: str = static_field(default="categorical")
+    resp_scale: Float[Array, ""] = 1.0
+
+    def __post_init__(self):
+        means = _checks.float_array(self.means, "means")
+        dtype = means.dtype
+        object.__setattr__(self, "means", means)
+        object.__setattr__(self, "weights", _checks.float_array(self.weights, "weights", dtype))
+        object.__setattr__(self, "std", _checks.float_array(self.std, "std", dtype))
+        object.__setattr__(
+            self, "sharpness", _checks.float_array(self.sharpness, "sharpness", dtype)
+        )
+        object.__setattr__(
+            self, "resp_scale", _checks.float_array(self.resp_scale, "resp_scale", dtype)
+        )
+        object.__setattr__(self, "schedule", _checks.schedule(self.schedule))
+        if self.means.ndim != 2 or min(self.means.shape) < 1:
+            raise ValueError(f"means must have shape (M, n) with M, n >= 1, got {self.means.shape}")
+        if self.weights.shape != self.means.shape[:1]:
+            raise ValueError(
+                f"weights must have shape (M,) = {self.means.shape[:1]}, got {self.weights.shape}"
+            )
+        if self.readout_kind not in READOUT_KINDS:
+            raise ValueError(
+                f"unknown readout_kind {self.readout_kind!r}; valid kinds are {list(READOUT_KINDS)}"
+            )
+        _checks.finite(self.means, "means")
+        _checks.probability_vector(self.weights, "weights")
+        _checks.positive_scalar(self.std, "std")
+        _checks.positive_scalar(self.sharpness, "sharpness")
+        _checks.scalar_at_least(self.resp_scale, "resp_scale", 1.0)
+
+    # ---- structure ---------------------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.means.shape[1],)
+
+    @property
+    def num_modes(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    # ---- data ----------------------------------------------------------------------
+    def sample_data(self, key: Key, num: int) -> tuple[Float[Array, "num n"], Int[Array, " num"]]:
+        """`num` clean latents x0 and their component labels."""
+        num = _checks.positive_int(num, "num")
+        key_label, key_noise = jr.split(key)
+        labels = jr.categorical(key_label, jnp.log(self.weights), shape=(num,))
+        noise = jr.normal(key_noise, (num, self.dim), self.means.dtype)
+        return self.means[labels] + self.std * noise, labels
+
+    # ---- exact posterior -------------------------------------------------------------
+    def _variance(self, t: Time):
+        a, s = self.schedule.alpha(t), self.schedule.sigma(t)
+        return a, a**2 * self.std**2 + s**2
+
+    def responsibilities(self, z: Latent, t: Time) -> Float[Array, " M"]:
+        """Posterior component probabilities r_m(z) at time t (at variance κ·v)."""
+        a, v = self._variance(t)
+        # |z - a μ|² = |z|² - 2a z·μ + a²|μ|²; |z|² is common to all m and cancels.
+        quad = a**2 * jnp.sum(self.means**2, axis=-1) - 2.0 * a * (self.means @ z)
+        logits = jnp.log(self.weights) - quad / (2.0 * self.resp_scale * v)
+        return jax.nn.softmax(logits)
+
+    def denoise(self, z: Latent, t: Time) -> Latent:
+        """Exact E[x0 | z_t = z] (at κ = 1) for one latent z of shape (n,)."""
+        a, v = self._variance(t)
+        mean = self.responsibilities(z, t) @ self.means
+        return mean + (a * self.std**2 / v) * (z - a * mean)
+
+    def marginal_log_prob(self, z: Latent, t: Time) -> Float[Array, ""]:
+        """log p_t(z) of the noised mixture Σ_m π_m N(z; α μ_m, v I)."""
+        a, v = self._variance(t)
+        sq = jnp.sum((z[None, :] - a * self.means) ** 2, axis=-1)
+        n = self.dim
+        log_comp = -sq / (2.0 * v) - 0.5 * n * jnp.log(2.0 * math.pi * v)
+        return jax.nn.logsumexp(jnp.log(self.weights) + log_comp)
+
+    # ---- readout -------------------------------------------------------------------
+    def logits(self, x: Latent) -> Float[Array, " M"]:
+        """Bayes logits ℓ_m(x) = β·(log π_m − |x − μ_m|²/(2τ²))."""
+        sq = jnp.sum((x[None, :] - self.means) ** 2, axis=-1)
+        return self.sharpness * (jnp.log(self.weights) - sq / (2.0 * self.std**2))
+
+    def decode(self, x: Latent) -> Float[Array, "..."]:
+        """Logits (categorical readout) or the identity image (smooth readout)."""
+        return self.logits(x) if self.readout_kind == "categorical" else x
+
+    def readout(self, x: Latent) -> Array:
+        """Argmax label (categorical) or the smooth output itself."""
+        if self.readout_kind == "categorical":
+            return jnp.argmax(self.logits(x), axis=-1)
+        return x
+
+    # ---- constructors ----------------------------------------------------------------
+    @classmethod
+    def random(
+        cls,
+        key: Key,
+        num_modes: int,
+        dim: int,
+        *,
+        scale: float = 1.0,
+        std: float = 0.5,
+        schedule: str | schedules.AbstractSchedule = "vp_cosine",
+        **kwargs,
+    ) -> GaussianMixture:
+        """M equal-weight modes with means ~ N(0, scale²·I_n)."""
+        num_modes = _checks.positive_int(num_modes, "num_modes")
+        dim = _checks.positive_int(dim, "dim")
+        means = scale * jr.normal(key, (num_modes, dim))
+        weights = jnp.full((num_modes,), 1.0 / num_modes)
+        return cls(means, weights, std, schedule, **kwargs)
+
+    @classmethod
+    def two_modes(
+        cls,
+        distance: float,
+        dim: int = 1,
+        *,
+        std: float = 1.0,
+        schedule: str | schedules.AbstractSchedule = "vp_cosine",
+        **kwargs,
+    ) -> GaussianMixture:
+        """Two equal-weight modes at ±distance/2 along the first axis."""
+        dim = _checks.positive_int(dim, "dim")
+        means = np.zeros((2, dim))
+        means[:, 0] = [-distance / 2, distance / 2]
+        return cls(
+            jnp.asarray(means, jnp.result_type(float)), jnp.full((2,), 0.5), std, schedule, **kwargs
+        )
+
+
+@pytree_dataclass
+class HierarchicalMixture:
+    """A depth-B, branching-b tree of choices: M = b^B equal-weight Gaussian leaves (SPEC §3.2).
+
+    Leaf (c_1, …, c_B) has mean Σ_l r_l·u_{l, c_l}: one direction u_{l,c} per level and
+    branch, scaled by a per-level radius r_l (coarse levels far apart, fine levels
+    close). The denoiser and readout are those of the flat mixture over the leaves, which
+    `mixture` builds; leaf labels are base-b numbers with the coarsest level first.
+
+    Args:
+        directions: (B, b, n) level directions u_{l,c}.
+        radii: (B,) per-level radii r_l.
+        std: leaf standard deviation τ > 0.
+        schedule, sharpness, readout_kind, resp_scale: as for `GaussianMixture`.
+    """
+
+    directions: Float[Array, "B b n"]
+    radii: Float[Array, " B"]
+    std: Float[Array, ""]
+    schedule: schedules.AbstractSchedule = static_field(default=schedules.VPCosine())
+    sharpness: Float[Array, ""] = 1.0
+    readout_kind: str = static_field(default="categorical")
+    resp_scale: Float[Array, ""] = 1.0
+
+    def __post_init__(self):
+        directions = _checks.float_array(self.directions, "directions")
+        object.__setattr__(self, "directions", directions)
+        object.__setattr__(
+            self, "radii", _checks.float_array(self.radii, "radii", directions.dtype)
+        )
+        object.__setattr__(self, "schedule", _checks.schedule(self.schedule))
+        if directions.ndim != 3 or min(directions.shape) < 1:
+            raise ValueError(
+                f"directions must have shape (depth, branching, n), got {directions.shape}"
+            )
+        if self.radii.shape != directions.shape[:1]:
+            raise ValueError(
+                f"radii must have shape (depth,) = {directions.shape[:1]}, got {self.radii.shape}"
+            )
+        _checks.finite(directions, "directions")
+        _checks.finite(self.radii, "radii")
+        self.mixture  # noqa: B018  (validates std, sharpness, readout_kind, resp_scale)
+
+    @property
+    def depth(self) -> int:
+        return self.directions.shape[0]
+
+    @property
+    def branching(self) -> int:
+        return self.directions.shape[1]
+
+    @property
+    def num_modes(self) -> int:
+        return self.branching**self.depth
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.directions.shape[2],)
+
+    def level_labels(self, leaf: Int[Array, "..."]) -> Int[Array, "... B"]:
+        """The choice c_l at each level (coarsest first) of leaf labels `leaf`."""
+        powers = self.branching ** jnp.arange(self.depth - 1, -1, -1)
+        return (jnp.asarray(leaf)[..., None] // powers) % self.branching
+
+    @property
+    def leaf_means(self) -> Float[Array, "M n"]:
+        """(b^B, n) leaf means, leaf index = Σ_l c_l·b^(B−1−l)."""
+        codes = self.level_labels(jnp.arange(self.num_modes))  # (M, B)
+        picked = self.directions[jnp.arange(self.depth)[None, :], codes]  # (M, B, n)
+        return jnp.einsum("l,mln->mn", self.radii, picked)
+
+    @property
+    def mixture(self) -> GaussianMixture:
+        """The equivalent flat `GaussianMixture` over the b^B leaves."""
+        m = self.num_modes
+        return GaussianMixture(
+            self.leaf_means,
+            jnp.full((m,), 1.0 / m, self.radii.dtype),
+            self.std,
+            self.schedule,
+            self.sharpness,
+            self.readout_kind,
+            self.resp_scale,
+        )
+
+    def sample_data(self, key: Key, num: int):
+        """`num` clean latents and their leaf labels."""
+        return self.mixture.sample_data(key, num)
+
+    def denoise(self, z: Latent, t: Time) -> Latent:
+        return self.mixture.denoise(z, t)
+
+    def responsibilities(self, z: Latent, t: Time):
+        return self.mixture.responsibilities(z, t)
+
+    def logits(self, x: Latent):
+        return self.mixture.logits(x)
+
+    def decode(self, x: Latent):
+        return self.mixture.decode(x)
+
+    def readout(self, x: Latent):
+        return self.mixture.readout(x)
+
+    @classmethod
+    def create(
+        cls,
+        key: Key,
+        depth: int,
+        branching: int,
+        dim: int,
+        *,
+        radius: float = 8.0,
+        decay: float = 0.3,
+        std: float = 0.05,
+        schedule: str | schedules.AbstractSchedule = "vp_cosine",
+        **kwargs,
+    ) -> HierarchicalMixture:
+        """Random unit level directions and radii r_l = radius·decay^l."""
+        depth = _checks.positive_int(depth, "depth")
+        branching = _checks.positive_int(branching, "branching")
+        if branching < 2:
+            raise ValueError(f"branching must be >= 2, got {branching}")
+        dim = _checks.positive_int(dim, "dim")
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        u = jr.normal(key, (depth, branching, dim))
+        u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+        radii = radius * decay ** jnp.arange(depth, dtype=u.dtype)
+        return cls(u, radii, std, schedule, **kwargs)
