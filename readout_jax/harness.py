@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from readout_jax._types import Array, Float, Key, PyTree
+from readout_jax._types import Array, Float, Key, Keys, PyTree
 from readout_jax.samplers.base import SamplerState, StepInfo
 
 __all__ = [
@@ -115,7 +115,7 @@ def check_sample_inputs(sampler, manifold, x_init, ts) -> None:
         )
     if shape[0] < 1:
         raise ValueError("x_init has an empty batch (batch size 0)")
-    dtype = np.result_type(x_init)
+    dtype = np.dtype(x_init.dtype) if hasattr(x_init, "dtype") else np.asarray(x_init).dtype
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"x_init must be a floating array, got dtype {dtype}")
     if not bool(np.all(np.isfinite(np.asarray(x_init)))):
@@ -125,7 +125,7 @@ def check_sample_inputs(sampler, manifold, x_init, ts) -> None:
         validate(manifold, ts_np)
 
 
-def chain_keys(key: Key, batch: int) -> Key:
+def chain_keys(key: Key, batch: int) -> Keys:
     """Per-example keys fold_in(key, i): example i's key does not depend on the batch size."""
     return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(batch, dtype=jnp.uint32))
 

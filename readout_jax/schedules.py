@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from readout_jax._pytree import pytree_dataclass, static_field
-from readout_jax._types import Array, ArrayLike, Float, Latent, Time
+from readout_jax._types import Array, ArrayLike, Float, Latent, Times
 
 __all__ = [
     "AbstractSchedule",
@@ -51,32 +50,32 @@ class AbstractSchedule(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def alpha(self, t: Time) -> Float[Array, "..."]:
+    def alpha(self, t: Times) -> Float[Array, "..."]:
         """Signal coefficient α(t) ∈ [0, 1]."""
 
     @abc.abstractmethod
-    def sigma(self, t: Time) -> Float[Array, "..."]:
+    def sigma(self, t: Times) -> Float[Array, "..."]:
         """Noise coefficient σ(t) ≥ 0."""
 
     @abc.abstractmethod
     def t_from_noise_scale(self, s: ArrayLike) -> Float[Array, "..."]:
         """Inverse of s(t) = σ/α; `s = inf` maps to the time where α = 0 (or t = 1)."""
 
-    def noise_scale(self, t: Time) -> Float[Array, "..."]:
+    def noise_scale(self, t: Times) -> Float[Array, "..."]:
         """s(t) = σ(t)/α(t); `inf` where α(t) = 0."""
         a, s = self.alpha(t), self.sigma(t)
         return jnp.where(a > 0, s / jnp.where(a > 0, a, 1.0), jnp.inf)
 
-    def log_snr(self, t: Time) -> Float[Array, "..."]:
+    def log_snr(self, t: Times) -> Float[Array, "..."]:
         """λ(t) = log(α²/σ²) = −2·log s(t)."""
         return -2.0 * jnp.log(self.noise_scale(t))
 
-    def d_alpha(self, t: Time) -> Float[Array, "..."]:
+    def d_alpha(self, t: Times) -> Float[Array, "..."]:
         """dα/dt (forward-mode autodiff, elementwise)."""
         t = jnp.asarray(t)
         return jax.jvp(self.alpha, (t,), (jnp.ones_like(t),))[1]
 
-    def d_sigma(self, t: Time) -> Float[Array, "..."]:
+    def d_sigma(self, t: Times) -> Float[Array, "..."]:
         """dσ/dt (forward-mode autodiff, elementwise)."""
         t = jnp.asarray(t)
         return jax.jvp(self.sigma, (t,), (jnp.ones_like(t),))[1]
@@ -98,7 +97,11 @@ class VPCosine(AbstractSchedule):
 
     def alpha(self, t):
         norm = math.cos(self.offset / (1.0 + self.offset) * math.pi / 2)
-        return jnp.clip(jnp.cos(self._angle(t)) / norm, 0.0, 1.0)
+        raw = jnp.cos(self._angle(t)) / norm
+        # cos(π/2) is not 0 in floating point: return exactly 0 at t = 1 (and clip to
+        # [0, 1]) in value, while keeping the derivative of the smooth formula.
+        exact = jnp.where(jnp.asarray(t) >= 1.0, 0.0, jnp.clip(raw, 0.0, 1.0))
+        return raw + jax.lax.stop_gradient(exact - raw)
 
     def sigma(self, t):
         return jnp.sqrt(jnp.clip(1.0 - self.alpha(t) ** 2, 0.0, 1.0))
@@ -205,7 +208,7 @@ def get_schedule(name: str | AbstractSchedule, **kwargs) -> AbstractSchedule:
 def time_grid(
     schedule: AbstractSchedule,
     num_steps: int,
-    kind: Literal["uniform", "karras", "logsnr"] = "uniform",
+    kind: str = "uniform",
     *,
     t_min: float = 1e-3,
     t_max: float = 1.0,
@@ -274,38 +277,38 @@ def time_grid(
 # --- the conversions, written once ----------------------------------------------------
 
 
-def add_noise(schedule: AbstractSchedule, x0: Latent, eps: Latent, t: Time) -> Latent:
+def add_noise(schedule: AbstractSchedule, x0: Latent, eps: Latent, t: Times) -> Latent:
     """z_t = α(t)·x0 + σ(t)·ε."""
     return schedule.alpha(t) * x0 + schedule.sigma(t) * eps
 
 
-def eps_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Time) -> Latent:
+def eps_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Times) -> Latent:
     """ε̂ = (z − α·x̂0)/σ (requires σ(t) > 0)."""
     return (z - schedule.alpha(t) * x0) / schedule.sigma(t)
 
 
-def x0_from_eps(schedule: AbstractSchedule, z: Latent, eps: Latent, t: Time) -> Latent:
+def x0_from_eps(schedule: AbstractSchedule, z: Latent, eps: Latent, t: Times) -> Latent:
     """x̂0 = (z − σ·ε̂)/α (requires α(t) > 0)."""
     return (z - schedule.sigma(t) * eps) / schedule.alpha(t)
 
 
-def score_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Time) -> Latent:
+def score_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Times) -> Latent:
     """Tweedie: ∇ log p_t(z) = −ε̂/σ = (α·x̂0 − z)/σ²."""
     return -eps_from_x0(schedule, z, x0, t) / schedule.sigma(t)
 
 
-def x0_from_score(schedule: AbstractSchedule, z: Latent, score: Latent, t: Time) -> Latent:
+def x0_from_score(schedule: AbstractSchedule, z: Latent, score: Latent, t: Times) -> Latent:
     """Tweedie inverted: x̂0 = (z + σ²·score)/α."""
     return (z + schedule.sigma(t) ** 2 * score) / schedule.alpha(t)
 
 
-def velocity_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Time) -> Latent:
+def velocity_from_x0(schedule: AbstractSchedule, z: Latent, x0: Latent, t: Times) -> Latent:
     """Probability-flow velocity dz/dt = α'(t)·x̂0 + σ'(t)·ε̂."""
     eps = eps_from_x0(schedule, z, x0, t)
     return schedule.d_alpha(t) * x0 + schedule.d_sigma(t) * eps
 
 
-def x0_from_velocity(schedule: AbstractSchedule, z: Latent, v: Latent, t: Time) -> Latent:
+def x0_from_velocity(schedule: AbstractSchedule, z: Latent, v: Latent, t: Times) -> Latent:
     """Inverse of `velocity_from_x0`: x̂0 = (σ·v − σ'·z)/(α'·σ − σ'·α)."""
     a, s = schedule.alpha(t), schedule.sigma(t)
     da, ds = schedule.d_alpha(t), schedule.d_sigma(t)

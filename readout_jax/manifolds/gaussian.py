@@ -11,7 +11,7 @@ import numpy as np
 
 from readout_jax import _checks, schedules
 from readout_jax._pytree import pytree_dataclass, static_field
-from readout_jax._types import Array, Float, Int, Key, Latent, Time
+from readout_jax._types import Array, ArrayLike, Float, Int, Key, Latent, Time
 
 __all__ = ["GaussianMixture", "HierarchicalMixture", "READOUT_KINDS"]
 
@@ -47,13 +47,13 @@ class GaussianMixture:
             a non-positive std or sharpness, an unknown readout kind, or κ < 1.
     """
 
-    means: Float[Array, "M n"]
-    weights: Float[Array, " M"]
-    std: Float[Array, ""]
-    schedule: schedules.AbstractSchedule = static_field(default=schedules.VPCosine())
-    sharpness: Float[Array, ""] = 1.0
+    means: Float[ArrayLike, "_M _n"]
+    weights: Float[ArrayLike, " _M"]
+    std: Float[ArrayLike, ""]
+    schedule: schedules.AbstractSchedule | str = static_field(default=schedules.VPCosine())
+    sharpness: Float[ArrayLike, ""] = 1.0
     readout_kind: str = static_field(default="categorical")
-    resp_scale: Float[Array, ""] = 1.0
+    resp_scale: Float[ArrayLike, ""] = 1.0
 
     def __post_init__(self):
         means = _checks.float_array(self.means, "means")
@@ -204,13 +204,13 @@ class HierarchicalMixture:
         schedule, sharpness, readout_kind, resp_scale: as for `GaussianMixture`.
     """
 
-    directions: Float[Array, "B b n"]
-    radii: Float[Array, " B"]
-    std: Float[Array, ""]
-    schedule: schedules.AbstractSchedule = static_field(default=schedules.VPCosine())
-    sharpness: Float[Array, ""] = 1.0
+    directions: Float[ArrayLike, "_B _b _n"]
+    radii: Float[ArrayLike, " _B"]
+    std: Float[ArrayLike, ""]
+    schedule: schedules.AbstractSchedule | str = static_field(default=schedules.VPCosine())
+    sharpness: Float[ArrayLike, ""] = 1.0
     readout_kind: str = static_field(default="categorical")
-    resp_scale: Float[Array, ""] = 1.0
+    resp_scale: Float[ArrayLike, ""] = 1.0
 
     def __post_init__(self):
         directions = _checks.float_array(self.directions, "directions")
@@ -250,7 +250,9 @@ class HierarchicalMixture:
     def level_labels(self, leaf: Int[Array, "..."]) -> Int[Array, "... B"]:
         """The choice c_l at each level (coarsest first) of leaf labels `leaf`."""
         powers = self.branching ** jnp.arange(self.depth - 1, -1, -1)
-        return (jnp.asarray(leaf)[..., None] // powers) % self.branching
+        leaf = jnp.asarray(leaf)
+        powers = powers.reshape((1,) * leaf.ndim + (self.depth,))
+        return (leaf[..., None] // powers) % self.branching
 
     @property
     def leaf_means(self) -> Float[Array, "M n"]:
