@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from readout_jax._types import Array, Float, Key, Keys, PyTree
+from readout_jax._types import Array, ArrayLike, Float, Key, Keys, PyTree
 from readout_jax.samplers.base import SamplerState, StepInfo
 
 __all__ = [
@@ -154,9 +154,9 @@ def _sample_jit(sampler, manifold, key, x_init, ts, record_fn):
 def sample(
     sampler,
     manifold,
-    key: Key,
-    x_init: Float[Array, " batch *latent"],
-    ts: Float[Array, " num_steps_plus_1"],
+    key: Any,
+    x_init: ArrayLike,
+    ts: ArrayLike,
     *,
     record: RecordFn | None = record_info,
 ) -> SampleResult:
@@ -169,8 +169,8 @@ def sample(
     Args:
         sampler: any object with `init(x, t)` and `step(key, state, model, t_next)`.
         manifold: a world with `denoise(z, t)`, `schedule` and `latent_shape`.
-        key: a `jax.random.key`; example i uses `fold_in(key, i)`, so its result does not
-            change with the batch size.
+        key: a `jax.random.key` (a raw uint32 key is accepted); example i uses
+            `fold_in(key, i)`, so its result does not change with the batch size.
         x_init: (batch, *latent_shape) initial latents at time ts[0].
         ts: (K + 1,) strictly decreasing times in [0, 1], e.g. from `time_grid`.
         record: `(state, info) -> pytree` kept per step (default: the whole `StepInfo`);
