@@ -6,6 +6,7 @@ from readout_jax.manifolds.gaussian import (
     GaussianMixture,
     HierarchicalMixture,
 )
+from readout_jax.manifolds.sequence import TokenSequence
 
 __all__ = [
     "CategoricalManifold",
@@ -13,5 +14,6 @@ __all__ = [
     "HierarchicalMixture",
     "Manifold",
     "READOUT_KINDS",
+    "TokenSequence",
     "has_logits",
 ]
