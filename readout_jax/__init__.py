@@ -1,10 +1,10 @@
 """readout_jax: why deterministic few-step generation works on image latents and fails on text.
 
 Public API: `sample` (the jitted harness), and the subpackages `schedules`, `manifolds`,
-`samplers`, `readouts`.
+`samplers`, `readouts`, `diagnostics`.
 """
 
-from readout_jax import manifolds, readouts, samplers, schedules
+from readout_jax import diagnostics, manifolds, readouts, samplers, schedules
 from readout_jax.harness import (
     SampleResult,
     prior_sample,
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SampleResult",
     "__version__",
+    "diagnostics",
     "get_sampler",
     "get_schedule",
     "manifolds",
