@@ -115,9 +115,9 @@ class GaussianMixture:
         """Posterior component probabilities r_m(z) at time t (at variance κ·v)."""
         a, v = self._variance(t)
         # |z - a μ|² = |z|² - 2a z·μ + a²|μ|²; |z|² is common to all m and cancels.
-        # z @ means.T rather than means @ z: under the harness's vmap the batch axis then
-        # leads ((B, M), not (M, B)) and XLA:CPU fuses dot -> softmax -> dot (1.4-1.8x).
-        quad = a**2 * jnp.sum(self.means**2, axis=-1) - 2.0 * a * (z @ self.means.T)
+        # means @ z keeps results bit-identical across batch sizes; z @ means.T is 1.4-1.8x
+        # faster under vmap (benchmarks/bench_harness.py) but its last bits depend on B.
+        quad = a**2 * jnp.sum(self.means**2, axis=-1) - 2.0 * a * (self.means @ z)
         logits = jnp.log(self.weights) - quad / (2.0 * self.resp_scale * v)
         return jax.nn.softmax(logits)
 
