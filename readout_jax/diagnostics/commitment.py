@@ -135,7 +135,8 @@ def cci(
             disagree.
 
     Examples:
-        >>>         >>> from readout_jax import manifolds, sample, samplers, schedules
+        >>> import jax.random as jr
+        >>> from readout_jax import manifolds, sample, samplers, schedules
         >>> world = manifolds.GaussianMixture.two_modes(4.0, dim=2, std=0.5)
         >>> ts = schedules.time_grid(world.schedule, 4)
         >>> out = sample(samplers.DDIM(), world, jr.key(1), jr.normal(jr.key(0), (8, 2)), ts)
