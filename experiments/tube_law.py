@@ -153,6 +153,21 @@ C_STAR = 1.0 / math.sqrt(2.0 * math.pi)
 #: Leading-order flat-boundary flip constant: flip rate = q0·s·FLAT_FLIP_CONSTANT.
 FLAT_FLIP_CONSTANT = math.sqrt(2.0 / math.pi)
 
+#: Per-s quantities measured on each world (one list per key in `measure_world`).
+_ROW_KEYS = (
+    "flip",
+    "flip_se",
+    "tube",
+    "tube_se",
+    "ratio",
+    "ratio_se",
+    "c_fit",
+    "pm_vs_x0",
+    "ode_vs_x0",
+    "pm_vs_ode",
+    "ode_vs_grid",
+)
+
 
 def _log_grid(lo: float, hi: float, num: int) -> tuple[float, ...]:
     return tuple(float(f"{v:.3g}") for v in np.geomspace(lo, hi, num))
@@ -673,22 +688,7 @@ def measure_world(
     s_all = np.asarray(noise_scales, np.float64)
     fit = s_all <= fit_max * (1 + 1e-9)
     num_control = min(num_control, num_samples)
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "flip",
-            "flip_se",
-            "tube",
-            "tube_se",
-            "ratio",
-            "ratio_se",
-            "c_fit",
-            "pm_vs_x0",
-            "ode_vs_x0",
-            "pm_vs_ode",
-            "ode_vs_grid",
-        )
-    }
+    rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
     ctrl_stats = []
     refine_check: dict[str, Any] = {}
     keys = jr.split(key, s_all.size)
@@ -1281,20 +1281,7 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
     ctx.save_figure(control_figure(results), "transport_control.png")
     arrays = {}
     for name, r in results.items():
-        for k in (
-            "noise_scales",
-            "flip",
-            "flip_se",
-            "tube",
-            "tube_se",
-            "ratio",
-            "ratio_se",
-            "c_fit",
-            "pm_vs_x0",
-            "ode_vs_x0",
-            "pm_vs_ode",
-            "ode_vs_grid",
-        ):
+        for k in ("noise_scales", *_ROW_KEYS):
             arrays[f"{name}/{k}"] = np.asarray(r[k])
     for name, r in smooth.items():
         for k in ("mean_error", "mean_error_se", "events", "event_rate"):
