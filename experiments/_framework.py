@@ -26,6 +26,15 @@ The contract of an experiment module ``experiments/<name>.py``::
 (atomically, via `readout_jax.io`) with the fields ``name``, ``scale``, ``config``,
 ``seed``, ``versions``, ``environment``, ``elapsed_seconds``, ``metrics``, ``claims``,
 ``figures`` and ``arrays``. Overrides use ``dataclasses.replace(Config.quick(), ...)``.
+``versions["code_version"]`` is :func:`code_version` of the module (a hash of the
+library's and the experiment's source) and ``environment["cpu_seconds"]`` the process
+CPU time of ``measure``; ``readout-jax reproduce`` uses the config, the seed and the code
+version to decide whether a stored result is still current.
+
+A ``Config`` may carry any further fields (they are recorded and compared like the
+others). By convention a field named :data:`MODELS_DIR_FIELD` (``models_dir``) is the
+folder of cached trained models: ``readout-jax reproduce --models-dir DIR`` sets it on
+every config that has it.
 
 Verdicts are computed from the data against a tolerance fixed before the data are seen
 (in the module's ``Config`` or docstring): a fitted exponent with its confidence
@@ -79,7 +88,14 @@ __all__ = [
     "run_from_args",
     "format_claims",
     "main",
+    "MODELS_DIR_FIELD",
+    "code_version",
+    "code_files",
+    "resolve_seed",
 ]
+
+#: Config field holding the folder of cached trained models (set by ``reproduce``).
+MODELS_DIR_FIELD = "models_dir"
 
 RULES = ("within", "overlaps", "above", "below")
 _CLAIM_ID = re.compile(r"^C[1-7][ab]?$")
@@ -641,6 +657,116 @@ def config_for_scale(module: ModuleType | str, scale: str) -> Any:
     return config
 
 
+def resolve_seed(config: Any, seed: int | None = None) -> tuple[Any, int]:
+    """The config and seed a run will record: `seed`, else ``config.seed``, else 0.
+
+    If the config has a ``seed`` field it is set to the run's seed, so the recorded
+    config and seed agree (what :func:`run_experiment` does before measuring).
+
+    Raises:
+        TypeError: if `config` is not a frozen dataclass instance.
+    """
+    _check_config(config)
+    has_seed = any(f.name == "seed" for f in dataclasses.fields(config))
+    if seed is None:
+        seed = int(config.seed) if has_seed else 0
+    seed = int(seed)
+    if has_seed and config.seed != seed:
+        config = dataclasses.replace(config, seed=seed)
+    return config, seed
+
+
+def _experiment_imports(path: pathlib.Path) -> set[str]:
+    """Modules of the `experiments` package that the source file `path` imports."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("experiments."))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "experiments":
+                found.update(f"experiments.{a.name}" for a in node.names)
+            elif node.module.startswith("experiments."):
+                found.add(node.module)
+    return found
+
+
+def _hashed_library_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.suffix not in (".pyc", ".pyo")
+    ]
+
+
+def code_files(module: ModuleType | str) -> list[pathlib.Path]:
+    """The source files whose content defines an experiment's code version.
+
+    Every file of the installed ``readout_jax`` package (``__pycache__`` and hidden
+    files excepted), ``experiments/__init__.py``, the experiment module's own file and,
+    transitively, every ``experiments.*`` module its source imports (for instance
+    ``experiments._framework``, or ``experiments.few_step`` imported by ``tradeoff``).
+    Imports are read from the source (``ast``), not from ``sys.modules``, so the list
+    does not depend on what happens to be imported. A module without a source file
+    (built in a test) contributes only the library.
+
+    Returns:
+        Sorted absolute paths.
+    """
+    import readout_jax
+
+    module = _resolve(module)
+    files = set(_hashed_library_files(pathlib.Path(readout_jax.__file__).resolve().parent))
+    pending = []
+    own = getattr(module, "__file__", None)
+    if own:
+        pending.append(pathlib.Path(own).resolve())
+    package = pathlib.Path(__file__).resolve().parent
+    pending.append(package / "__init__.py")
+    seen: set[pathlib.Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        for name in _experiment_imports(path):
+            parts = name.split(".")[1:]
+            candidate = package.joinpath(*parts)
+            for p in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+                if p.is_file():
+                    pending.append(p)
+    files |= seen
+    return sorted(files)
+
+
+def code_version(module: ModuleType | str) -> str:
+    """A 16-hex-digit SHA-256 of the files of :func:`code_files` (paths and contents).
+
+    Paths enter relative to their root (``readout_jax/...``, ``experiments/...``), so
+    the hash does not depend on where the checkout lives. Any edit to the library or to
+    the experiment's modules changes it; edits to another experiment module do not.
+    """
+    import hashlib
+
+    import readout_jax
+
+    roots = (
+        pathlib.Path(readout_jax.__file__).resolve().parent.parent,
+        pathlib.Path(__file__).resolve().parent.parent,
+    )
+    digest = hashlib.sha256()
+    for path in code_files(module):
+        rel = next((path.relative_to(r) for r in roots if path.is_relative_to(r)), path)
+        digest.update(rel.as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_experiment(
     module: ModuleType | str,
     config: Any,
@@ -666,7 +792,9 @@ def run_experiment(
         show_progress: allow progress bars (they also need stderr to be a TTY).
 
     Returns:
-        The JSON-safe result, equal to what ``io.read_json`` reads back from the file.
+        The JSON-safe result, equal to what ``io.read_json`` reads back from the file;
+        ``versions["code_version"]`` is :func:`code_version` of the module and
+        ``environment["cpu_seconds"]`` the CPU time of ``measure`` (all threads).
 
     Raises:
         readout_jax.io.OutputDirError: if the output folder is not writable (the
@@ -675,19 +803,14 @@ def run_experiment(
             return a :class:`Measurement` of :class:`Claim` objects.
     """
     module = _resolve(module)
-    _check_config(config)
+    config, seed = resolve_seed(config, seed)
     name = experiment_name(module)
-    has_seed = any(f.name == "seed" for f in dataclasses.fields(config))
-    if seed is None:
-        seed = int(config.seed) if has_seed else 0
-    seed = int(seed)
-    if has_seed and config.seed != seed:
-        config = dataclasses.replace(config, seed=seed)
+    version = code_version(module)
     folder = io.ensure_dir(pathlib.Path(out_dir) / name)
     ctx = RunContext(name=name, out_dir=folder, seed=seed, scale=scale, show_progress=show_progress)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     measurement = module.measure(config, ctx)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if not isinstance(measurement, tuple) or len(measurement) != 2:
         raise TypeError(f"{name}.measure must return Measurement(metrics, claims)")
     metrics, claims = measurement
@@ -702,8 +825,8 @@ def run_experiment(
             "scale": scale,
             "config": dataclasses.asdict(config),
             "seed": seed,
-            "versions": io.versions(),
-            "environment": io.environment(),
+            "versions": {**io.versions(), "code_version": version},
+            "environment": {**io.environment(), "cpu_seconds": cpu},
             "elapsed_seconds": elapsed,
             "metrics": metrics,
             "claims": [dataclasses.asdict(c) for c in claims],

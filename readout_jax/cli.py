@@ -1,4 +1,10 @@
-"""The `readout-jax` command line: `demo`, `list`, `run NAME`."""
+"""The `readout-jax` command line: `reproduce`, `run NAME`, `list`, `demo`.
+
+Commands that run JAX (`reproduce`, `run`, `demo`) turn on JAX's persistent compilation
+cache (`readout_jax.cache`, in ~/.cache/readout_jax/xla) so that a second run skips most
+XLA compilation; `--no-compilation-cache` (or READOUT_JAX_NO_COMPILATION_CACHE=1) keeps
+it off.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ import time
 from collections.abc import Sequence
 
 __all__ = ["main", "demo", "list_experiments"]
+
+#: Commands that run JAX work, hence enable the persistent compilation cache.
+_JAX_COMMANDS = ("reproduce", "run", "demo")
 
 
 def demo(seed: int = 0, batch: int = 4096, num_steps: int = 4, out=sys.stdout) -> list[dict]:
@@ -105,16 +114,95 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return _framework.run_from_args(module, args)
 
 
+def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from experiments import _framework, _reproduce
+
+    try:
+        names = _reproduce.select_experiments(args.only)
+    except ValueError as err:
+        parser.error(str(err))
+    from readout_jax import io
+
+    try:
+        summary = _reproduce.reproduce(
+            names,
+            scale=args.scale,
+            out=args.out,
+            force=args.force,
+            seed=args.seed,
+            overrides={_framework.MODELS_DIR_FIELD: args.models_dir},
+            show_progress=not args.no_progress,
+        )
+    except io.OutputDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {summary.report_path}  index: {summary.index_path}")
+    for row in _reproduce.build_index(summary)["claims_by_id"]:
+        print(f"  {row['claim']:<4} {row['held']}/{row['total']} held")
+    if summary.failed:
+        print(
+            f"error: {len(summary.failed)} experiment(s) failed: {', '.join(summary.failed)}; "
+            f"the report marks them, and {summary.index_path} holds the tracebacks",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_cache_flag(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    parser.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        # On a subcommand, SUPPRESS keeps the flag given before it from being reset.
+        default=argparse.SUPPRESS if sub else False,
+        help="do not use JAX's persistent compilation cache (~/.cache/readout_jax/xla; "
+        "also READOUT_JAX_NO_COMPILATION_CACHE=1)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import experiments
 
-    parser = argparse.ArgumentParser(prog="readout-jax", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="readout-jax",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_cache_flag(parser, sub=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="sample a Gaussian mixture with ddim and ddim_eta")
-    p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument("--batch", type=int, default=4096)
-    p_demo.add_argument("--num-steps", type=int, default=4)
-    sub.add_parser("list", help="list the experiments and the claim each one tests")
+    p_rep = sub.add_parser(
+        "reproduce",
+        help="run every experiment (resumably) and write OUT/REPORT.md and OUT/index.json",
+        description=(
+            "Run the registered experiments in order and write OUT/<name>/result.json, "
+            "OUT/REPORT.md (the claims table, figures, environment, timings) and "
+            "OUT/index.json. An experiment whose result is up to date (same config, seed "
+            "and code version) is skipped unless --force. Exit status 1 if an experiment "
+            "crashed (claims that do not hold are not errors)."
+        ),
+    )
+    p_rep.add_argument(
+        "--scale", choices=experiments.SCALES, default="quick", help="config preset (quick)"
+    )
+    p_rep.add_argument("--out", default="results", help="results root (default: results)")
+    p_rep.add_argument("--force", action="store_true", help="re-run up-to-date experiments too")
+    p_rep.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help=f"run only these (space or comma separated): {', '.join(experiments.EXPERIMENTS)}",
+    )
+    p_rep.add_argument(
+        "--seed", type=int, default=None, help="seed of every experiment (default: each config's)"
+    )
+    p_rep.add_argument(
+        "--models-dir",
+        default=None,
+        help="folder of cached trained models, for the experiments whose config has one",
+    )
+    p_rep.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    _add_cache_flag(p_rep, sub=True)
     p_run = sub.add_parser(
         "run",
         help="run one experiment and write OUT/NAME/result.json",
@@ -124,15 +212,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "name", metavar="NAME", help=f"experiment name: {', '.join(experiments.EXPERIMENTS)}"
     )
     experiments.add_run_arguments(p_run)
+    _add_cache_flag(p_run, sub=True)
+    sub.add_parser("list", help="list the experiments and the claim each one tests")
+    p_demo = sub.add_parser("demo", help="sample a Gaussian mixture with ddim and ddim_eta")
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--batch", type=int, default=4096)
+    p_demo.add_argument("--num-steps", type=int, default=4)
+    _add_cache_flag(p_demo, sub=True)
     args = parser.parse_args(argv)
+    if args.command == "demo" and (args.batch < 1 or args.num_steps < 1):
+        parser.error("--batch and --num-steps must be >= 1")
+    if args.command in _JAX_COMMANDS and not args.no_compilation_cache:
+        from readout_jax import cache
+
+        cache.enable_compilation_cache()
     if args.command == "demo":
-        if args.batch < 1 or args.num_steps < 1:
-            parser.error("--batch and --num-steps must be >= 1")
         demo(seed=args.seed, batch=args.batch, num_steps=args.num_steps)
     elif args.command == "list":
         list_experiments()
     elif args.command == "run":
         return _run(p_run, args)
+    elif args.command == "reproduce":
+        return _reproduce(p_rep, args)
     return 0
 
 

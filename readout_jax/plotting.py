@@ -3,9 +3,17 @@
 Builders never touch pyplot's global figure registry or the display: each creates a
 `Figure` with an Agg canvas under the shared :data:`STYLE`, so the experiments, the tests
 and the notebooks draw identical figures, and `readout_jax.io.save_figure` writes them
-atomically. Conventions: every axis is labelled with its unit; power laws are drawn on
-log–log axes with the fitted line and its slope (beside the predicted slope) written next
-to it; Monte-Carlo estimates carry error bars.
+atomically. Conventions (what every experiment and notebook follows):
+
+- every axis is labelled ``"name [unit]"`` (:func:`label_axes`; unit ``"1"`` when
+  dimensionless, ``"τ"`` for noise scales in data units, ``"probability"`` for rates);
+- a quantity predicted to follow a power law is drawn on log–log axes (:func:`set_log`),
+  with the fitted line, its slope ± SE written next to it, and a dotted line of the
+  *predicted* slope through the middle of the fit beside it
+  (:func:`plot_fit_and_prediction`), so a reader sees both slopes at once;
+- Monte-Carlo estimates carry error bars (2 standard errors unless the legend says
+  otherwise; :func:`plot_errorbar` keeps them positive on log axes);
+- one legend per panel, titles say what is compared.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = [
     "plot_errorbar",
     "plot_power_law_fit",
     "plot_reference_slope",
+    "plot_fit_and_prediction",
     "curves_figure",
     "power_law_figure",
 ]
@@ -244,6 +253,58 @@ def plot_reference_slope(
     return line
 
 
+def plot_fit_and_prediction(
+    ax: Axes,
+    x_range: Any,
+    slope: Real,
+    intercept: Real,
+    *,
+    predicted: Real,
+    slope_se: Real | None = None,
+    annotate: bool = True,
+    predicted_label: str | None = None,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """The fitted power law (dashed, slope written beside it) and the predicted slope
+    (dotted, grey) through the fitted line's value at the geometric middle of `x_range`.
+
+    Args:
+        ax: target axes (log–log).
+        x_range: x values the fit covers.
+        slope, intercept: fit of log y = intercept + slope·log x (natural logs).
+        predicted: the slope the claim predicts.
+        slope_se: standard error of the fitted slope.
+        annotate: write the slope text at the fitted line's right end.
+        predicted_label: legend label of the predicted line (default
+            ``"predicted slope <p>"``; pass ``"_nolegend_"`` to repeat it unlabelled).
+        **kwargs: passed to the fitted line (`Axes.plot`), e.g. ``color``.
+
+    Returns:
+        `(fitted_line, predicted_line)`.
+    """
+    fitted = plot_power_law_fit(
+        ax,
+        x_range,
+        slope,
+        intercept,
+        slope_se=slope_se,
+        predicted=predicted,
+        annotate=annotate,
+        **kwargs,
+    )
+    xs = np.asarray(x_range, dtype=float)
+    x_mid = float(np.sqrt(np.min(xs) * np.max(xs)))
+    y_mid = float(np.exp(intercept) * x_mid**slope)
+    reference = plot_reference_slope(
+        ax,
+        xs,
+        float(predicted),
+        through=(x_mid, y_mid),
+        label=predicted_label or f"predicted slope {float(predicted):g}",
+    )
+    return fitted, reference
+
+
 @styled
 def curves_figure(
     x: Any,
@@ -313,7 +374,8 @@ def power_law_figure(
         xlabel, ylabel, xunit, yunit: axis names and units.
         yerr: (n,) error-bar half-widths.
         slope, intercept, slope_se: a fit log y = intercept + slope·log x to draw.
-        predicted_slope: shown beside the fitted slope.
+        predicted_slope: the predicted slope: written beside the fitted one and drawn
+            as a dotted line (through the middle of the fit, or of the data if no fit).
         label: legend label of the points.
         title: panel title.
 
@@ -324,7 +386,22 @@ def power_law_figure(
     ax = axes[0, 0]
     plot_errorbar(ax, x, y, yerr, label=label)
     if slope is not None and intercept is not None:
-        plot_power_law_fit(ax, x, slope, intercept, slope_se=slope_se, predicted=predicted_slope)
+        if predicted_slope is None:
+            plot_power_law_fit(ax, x, slope, intercept, slope_se=slope_se)
+        else:
+            plot_fit_and_prediction(
+                ax, x, slope, intercept, slope_se=slope_se, predicted=predicted_slope
+            )
+    elif predicted_slope is not None:
+        xs, ys = np.asarray(x, float), np.asarray(y, float)
+        mid = len(xs) // 2
+        plot_reference_slope(
+            ax,
+            xs,
+            float(predicted_slope),
+            through=(xs[mid], ys[mid]),
+            label=f"predicted slope {float(predicted_slope):g}",
+        )
     set_log(ax)
     label_axes(ax, xlabel, ylabel, xunit=xunit, yunit=yunit, title=title)
     ax.legend()

@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The CLI enables the persistent compilation cache; tests must not write to ~/.cache.
+os.environ.setdefault("READOUT_JAX_NO_COMPILATION_CACHE", "1")
 
 import jax  # noqa: E402
 import jax.random as jr  # noqa: E402
