@@ -118,6 +118,12 @@ def atomic_write(path: PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterat
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = pathlib.Path(path)
     folder = path.parent
+    if not folder.is_dir():
+        reason = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputDirError(
+            f"cannot write {str(path)!r}: output folder {str(folder)!r} {reason} "
+            "(create it with readout_jax.io.ensure_dir)"
+        )
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{path.name}.", dir=folder)
     except OSError as err:
@@ -238,8 +244,15 @@ def read_json(path: PathLike) -> Any:
         return json.load(handle)
 
 
-def write_text(path: PathLike, text: str) -> pathlib.Path:
-    """Write `text` as UTF-8, atomically. Returns the path written."""
+def write_text(path: PathLike, text: Any) -> pathlib.Path:
+    """Write `text` as UTF-8, atomically. Returns the path written.
+
+    Raises:
+        TypeError: if `text` is not a str.
+        OutputDirError: if the destination folder does not exist or is not writable.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     path = pathlib.Path(path)
     with atomic_write(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)

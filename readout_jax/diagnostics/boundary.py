@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from readout_jax import _checks, readouts
 from readout_jax._pytree import pytree_dataclass, static_field
-from readout_jax._types import Array, Float, Int, Latent, PyTree
+from readout_jax._types import Array, ArrayLike, Float, Int, Latent, PyTree
 from readout_jax.manifolds.base import has_logits
 
 __all__ = [
@@ -167,9 +167,17 @@ def categorical_logits_fn(readout: Any) -> Callable[[Latent], Float[Array, "*pos
     return _as_categorical(readout).logits
 
 
-def _check_latent(x: Any, name: str = "x") -> Array:
-    x = _checks.float_array(x, name)
-    if x.ndim < 1:
+def _latent_shape(readout: Any) -> tuple[int, ...] | None:
+    """The latent shape of a world (None for a plain callable)."""
+    source = readout.source if isinstance(readout, _Readout) else readout
+    shape = getattr(source, "latent_shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _check_latent(x: Any, name: str = "x", readout: Any = None, *, batch: bool = False) -> Array:
+    """A floating, finite latent of the readout's latent shape (when it is a world)."""
+    x = _checks.latent(x, name, _latent_shape(readout), batch=batch)
+    if x.ndim < (2 if batch else 1):
         raise ValueError(f"{name} must be a latent with at least one axis, got a scalar")
     return x
 
@@ -262,7 +270,7 @@ def _check_refine_args(max_expand: Any, num_bisect: Any) -> tuple[int, int]:
 
 def boundary_geometry(
     readout: Any,
-    x: Float[Array, "*latent"],
+    x: ArrayLike,
     *,
     refine: bool = True,
     max_expand: int = 16,
@@ -292,8 +300,9 @@ def boundary_geometry(
 
     Raises:
         ValueError: for a smooth world, a `readout` that is neither a world nor a
-            callable, logits without a vocabulary axis of size ≥ 2, a non-floating `x`,
-            or negative `max_expand` / `num_bisect`.
+            callable, logits without a vocabulary axis of size ≥ 2, a non-floating or
+            non-finite `x` (or one not of a world's latent shape), or negative
+            `max_expand` / `num_bisect`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -303,14 +312,14 @@ def boundary_geometry(
         (0.5, True)
     """
     r = _as_categorical(readout)
-    x = _check_latent(x)
+    x = _check_latent(x, "x", r)
     max_expand, num_bisect = _check_refine_args(max_expand, num_bisect)
     return _geometry(r, x, bool(refine), max_expand, num_bisect)
 
 
 def boundary_distance(
     readout: Any,
-    x: Float[Array, "*latent"],
+    x: ArrayLike,
     *,
     refine: bool = True,
     max_expand: int = 16,

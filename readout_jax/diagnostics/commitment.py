@@ -15,14 +15,13 @@ AR decoder plugs into (`ARDecodeFn`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from readout_jax import harness
-from readout_jax._types import Array, Float, Int, Key, Latent
+from readout_jax import _checks, harness
+from readout_jax._types import Array, ArrayLike, Float, Key, Latent
 from readout_jax.diagnostics import boundary
 
 __all__ = [
@@ -54,9 +53,21 @@ class CCIResult(NamedTuple):
     std_error: Float[Array, ""]
 
 
+def _check_tokens(tokens: Any, name: str) -> Array:
+    """Integer token ids (any range: only equality is used); dtype checked statically."""
+    if not isinstance(tokens, jax.core.Tracer):
+        try:
+            tokens = jnp.asarray(tokens)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} could not be converted to an array: {err}") from None
+    if tokens.dtype == jnp.bool_ or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer token ids, got dtype {tokens.dtype}")
+    return tokens
+
+
 def commitment_curve(
-    tokens: Int[Array, "..."],
-    final_tokens: Int[Array, "..."],
+    tokens: ArrayLike,
+    final_tokens: ArrayLike,
     *,
     sample_axis: int = 0,
     step_axis: int = 1,
@@ -72,10 +83,11 @@ def commitment_curve(
         (batch, K) fractions in [0, 1].
 
     Raises:
-        ValueError: if the axes are equal or out of range, or the shapes disagree.
+        ValueError: if the tokens are not integers, the axes are equal or out of range,
+            the shapes disagree, or there is no trajectory or no step.
     """
-    tokens = jnp.asarray(tokens)
-    final_tokens = jnp.asarray(final_tokens)
+    tokens = _check_tokens(tokens, "tokens")
+    final_tokens = _check_tokens(final_tokens, "final_tokens")
     nd = tokens.ndim
     for name, axis in (("sample_axis", sample_axis), ("step_axis", step_axis)):
         if not -nd <= axis < nd:
@@ -89,14 +101,19 @@ def commitment_curve(
             f"final_tokens must have shape (batch, *positions) = {expected}, got "
             f"{final_tokens.shape}"
         )
-    same = tokens == final_tokens[:, None]
     batch, num_steps = tokens.shape[:2]
+    if batch < 1 or num_steps < 1:
+        raise ValueError(
+            f"tokens must have batch >= 1 trajectories and K >= 1 steps, got batch = "
+            f"{batch}, K = {num_steps}"
+        )
+    same = tokens == final_tokens[:, None]
     return jnp.mean(same.reshape(batch, num_steps, -1), axis=-1).astype(jnp.result_type(float))
 
 
 def cci_from_tokens(
-    tokens: Int[Array, "..."],
-    final_tokens: Int[Array, "..."],
+    tokens: ArrayLike,
+    final_tokens: ArrayLike,
     *,
     sample_axis: int = 0,
     step_axis: int = 1,
@@ -114,8 +131,8 @@ def cci_from_tokens(
 
 def cci(
     readout: Any,
-    x0_hat: Float[Array, " batch K *latent"],
-    x_final: Float[Array, " batch *latent"],
+    x0_hat: ArrayLike,
+    x_final: ArrayLike,
 ) -> CCIResult:
     """Commitment curve and CCI of sampled trajectories.
 
@@ -131,8 +148,8 @@ def cci(
         `CCIResult(curve, index, mean_curve, mean_index, std_error)`.
 
     Raises:
-        ValueError: for a smooth world (no tokens to commit to), or shapes that
-            disagree.
+        ValueError: for a smooth world (no tokens to commit to), non-floating or
+            non-finite latents, shapes that disagree, or K = 0.
 
     Examples:
         >>> import jax.random as jr
@@ -144,13 +161,16 @@ def cci(
         (8, 4)
     """
     r = boundary._as_categorical(readout)
-    x0_hat = jnp.asarray(x0_hat)
-    x_final = jnp.asarray(x_final)
+    x0_hat = _checks.latent(x0_hat, "x0_hat")
+    x_final = _checks.latent(x_final, "x_final")
     if x0_hat.ndim < 3 or x0_hat.shape[:1] + x0_hat.shape[2:] != x_final.shape:
         raise ValueError(
             f"x0_hat must have shape (batch, K, *latent) matching x_final (batch, *latent) "
             f"= {x_final.shape}, got {x0_hat.shape}"
         )
+    if x0_hat.shape[1] < 1:
+        raise ValueError("x0_hat has no steps (K = 0); need K >= 1")
+    x_final = boundary._check_latent(x_final, "x_final", r, batch=True)
     return _cci_jit(r, x0_hat, x_final)
 
 
@@ -201,11 +221,11 @@ class ARIntervention(NamedTuple):
 
 
 def ar_intervention(
-    decode_committed_fn: Callable[[Latent, Key], Float[Array, " L"]],
-    decode_soft_fn: Callable[[Latent, Key], Float[Array, " L"]],
-    z: Float[Array, " batch *latent"],
+    decode_committed_fn: Any,
+    decode_soft_fn: Any,
+    z: ArrayLike,
     *,
-    key: Key,
+    key: Any,
 ) -> ARIntervention:
     """The AR intervention variant of CCI: perplexity with vs without commitment.
 
@@ -233,9 +253,7 @@ def ar_intervention(
     for name, fn in named:
         if not callable(fn):
             raise ValueError(f"{name} must be callable, got {type(fn).__name__}")
-    z = jnp.asarray(z)
-    if z.ndim < 2 or z.shape[0] < 1:
-        raise ValueError(f"z must have shape (batch >= 1, *latent), got {z.shape}")
+    z = _checks.latent(z, "z", batch=True)
     keys = harness.chain_keys(harness._as_key(key), z.shape[0])
 
     def run(fn, name):

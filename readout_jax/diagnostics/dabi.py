@@ -25,7 +25,11 @@ change along norm-matched isotropic directions. [ours, SPEC §5.] Choices made h
   is the sample standard deviation over sqrt(num_directions).
 - "linearized": |J n| / sqrt(mean_u |J u|²), with J the Jacobian of the token
   probabilities of position i (categorical) or of the decoder output (smooth); its
-  denominator's expectation is |J|_F/sqrt(latent size). It does not depend on δ.
+  denominator's expectation is |J|_F/sqrt(latent size). It does not depend on δ. For a
+  categorical readout the ratio is evaluated with J divided by the second-largest
+  probability (a common factor), so it stays finite and accurate however sharp the
+  softmax (at β = 1e6, J itself underflows to 0; numerator and denominator are still
+  reported unscaled).
 - Summaries are the median and quartiles over latents and positions (NaN entries,
   e.g. a latent exactly on a boundary, are ignored).
 """
@@ -219,25 +223,63 @@ def _categorical_point(r, x, dirs, deltas, specs, refine, expand, bisect):
     for suffix, measures in specs:
         if "linearized" in measures:
 
-            def probs(z):
+            def flat_logits(z):
                 logits = r.logits(z)
-                return jax.nn.softmax(logits.reshape(num_pos, logits.shape[-1]), axis=-1)
+                return logits.reshape(num_pos, logits.shape[-1])
 
-            def jvp(u, probs=probs):
-                return jax.jvp(probs, (x,), (u,))[1]  # (P, V)
-
+            jvp, p_second = _scaled_prob_jvp(flat_logits, x)
             own = jax.vmap(lambda i, n, jvp=jvp: jnp.linalg.norm(jvp(n)[i]))(pos, normals)
             sq = jnp.sum(jax.vmap(jvp)(dirs) ** 2, axis=-1)  # (U, P)
-            out["linearized" + suffix] = _linearized(own, sq, pos_shape)
+            out["linearized" + suffix] = _linearized(own, sq, pos_shape, p_second)
     return out
 
 
-def _linearized(own: Array, sq: Array, shape: tuple[int, ...]) -> DABIPoint:
+def _scaled_prob_jvp(logits_fn, x):
+    """v ↦ (J v)/p_(2) per position, J the Jacobian of softmax(logits_fn) at x.
+
+    The index |J n|/sqrt(mean |J u|²) is a ratio at one position, so a common factor
+    cancels; dividing by p_(2) (the second-largest probability) keeps it finite at
+    any sharpness, where J v itself underflows to 0 (β = 1e6) and the textbook
+    p ⊙ (ℓ'v − ⟨p, ℓ'v⟩) leaves only rounding noise at the top class. With
+    r_j = p_j/p_(2) = exp(ℓ_j − ℓ_(2)) ≤ 1 off the top class:
+    (J v)_j/p_(2) = r_j·(ℓ'_j v − ⟨p, ℓ'v⟩) for j ≠ top, and
+    (J v)_top/p_(2) = p_top·Σ_{j≠top} r_j·(ℓ'_top v − ℓ'_j v) (no cancellation).
+
+    Returns:
+        (the scaled jvp (latent) -> (P, V), p_(2) of shape (P,)).
+    """
+    ell = logits_fn(x)
+    is_top = jax.nn.one_hot(jnp.argmax(ell, axis=-1), ell.shape[-1], dtype=bool)
+    second = jnp.max(jnp.where(is_top, -jnp.inf, ell), axis=-1, keepdims=True)
+    ok = jnp.isfinite(second)
+    ratio = jnp.where(is_top | ~ok, 0.0, jnp.exp(ell - jnp.where(ok, second, 0.0)))
+    log_p = jax.nn.log_softmax(ell, axis=-1)
+    p = jnp.exp(log_p)
+    p_top = jnp.sum(jnp.where(is_top, p, 0.0), axis=-1, keepdims=True)
+    log_norm = jax.nn.logsumexp(ell, axis=-1, keepdims=True)
+    p_second = jnp.where(ok, jnp.exp(second - log_norm), 0.0)[..., 0]
+
+    def apply(v):
+        dl = jax.jvp(logits_fn, (x,), (v,))[1]  # ℓ'v, (P, V)
+        mean = jnp.sum(p * dl, axis=-1, keepdims=True)
+        dl_top = jnp.sum(jnp.where(is_top, dl, 0.0), axis=-1, keepdims=True)
+        top = p_top * jnp.sum(ratio * (dl_top - dl), axis=-1, keepdims=True)
+        return jnp.where(is_top, top, ratio * (dl - mean))
+
+    return apply, p_second
+
+
+def _linearized(own: Array, sq: Array, shape: tuple[int, ...], scale=None) -> DABIPoint:
+    """Index own/sqrt(mean sq); numerator and denominator are reported times `scale`
+    (the common factor that `own` and `sq` were divided by, if any)."""
     mean_sq, mean_sq_se = _mean_se(sq)
     den = jnp.sqrt(mean_sq)
     den_se = mean_sq_se / (2.0 * jnp.where(den > 0, den, 1.0))
+    index = own / den
+    if scale is not None:
+        own, den, den_se = own * scale, den * scale, den_se * scale
     return DABIPoint(
-        (own / den).reshape(shape),
+        index.reshape(shape),
         own.reshape(shape),
         den.reshape(shape),
         den_se.reshape(shape),
@@ -298,7 +340,7 @@ def _check_delta(delta, dtype, kind, measures, name="delta"):
     return delta
 
 
-def _check_args(readout, readout_kind, x, measures, num_directions, num_iters, tol):
+def _check_args(readout, readout_kind, x, measures, num_directions, num_iters, tol, batch):
     r = boundary._as_readout(readout, readout_kind)
     valid = CATEGORICAL_MEASURES if r.kind == "categorical" else SMOOTH_MEASURES
     for m in measures:
@@ -307,7 +349,7 @@ def _check_args(readout, readout_kind, x, measures, num_directions, num_iters, t
                 f"measure {m!r} is not defined for a {r.kind} readout; valid measures are "
                 f"{list(valid)}"
             )
-    x = _checks.float_array(x, "x")
+    x = boundary._check_latent(x, "x", r, batch=batch)
     if isinstance(num_directions, bool) or not isinstance(num_directions, int):
         raise ValueError(
             f"num_directions must be an int >= {MIN_DIRECTIONS}, got {num_directions!r}"
@@ -326,11 +368,11 @@ def _check_args(readout, readout_kind, x, measures, num_directions, num_iters, t
 
 def dabi_point(
     readout: Any,
-    x: Float[Array, "*latent"],
+    x: ArrayLike,
     *,
-    key: Key,
+    key: Any,
     measure: str = "tv",
-    delta: float | Float[ArrayLike, "..."] | None = None,
+    delta: ArrayLike | None = None,
     readout_kind: str | None = None,
     num_directions: int = MIN_DIRECTIONS,
     refine: bool = False,
@@ -366,10 +408,11 @@ def dabi_point(
             num_directions < 64, or invalid Lanczos / refinement settings.
     """
     r, x, num_iters = _check_args(
-        readout, readout_kind, x, (measure,), num_directions, num_iters, tol
+        readout, readout_kind, x, (measure,), num_directions, num_iters, tol, False
     )
     delta = _check_delta(delta, x.dtype, r.kind, (measure,))
     expand, bisect = boundary._check_refine_args(max_expand, num_bisect)
+    key = harness._as_key(key)
     dirs = _sphere(key, num_directions, x.shape, x.dtype)
     return _point(
         r,
@@ -387,9 +430,14 @@ def dabi_point(
     )[measure]
 
 
-def quartiles(values: Float[Array, "..."], axis: int | tuple[int, ...] | None = None) -> Quartiles:
-    """NaN-ignoring first quartile, median and third quartile over `axis`."""
-    q = jnp.nanquantile(values, jnp.array([0.25, 0.5, 0.75]), axis=axis)
+def quartiles(values: ArrayLike, axis: int | tuple[int, ...] | None = None) -> Quartiles:
+    """NaN-ignoring first quartile, median and third quartile over `axis`.
+
+    Raises:
+        ValueError: for non-real (bool, complex) values.
+    """
+    values = _checks.float_array(values, "values")
+    q = jnp.nanquantile(values, jnp.array([0.25, 0.5, 0.75], values.dtype), axis=axis)
     return Quartiles(q[0], q[1], q[2])
 
 
@@ -479,7 +527,7 @@ def _run(
     """`settings`: tuple of (suffix, measures, delta, delta's argument name)."""
     all_measures = tuple(m for _, measures, _, _ in settings for m in measures)
     r, x, num_iters = _check_args(
-        readout, readout_kind, x, all_measures, num_directions, num_iters, tol
+        readout, readout_kind, x, all_measures, num_directions, num_iters, tol, True
     )
     deltas = tuple(
         _check_delta(delta, x.dtype, r.kind, measures, name)
@@ -510,11 +558,11 @@ def _run(
 
 def dabi(
     readout: Any,
-    x: Float[Array, " num *latent"],
+    x: ArrayLike,
     *,
-    key: Key,
+    key: Any,
     measure: str = "tv",
-    delta: float | Float[ArrayLike, "..."] | None = None,
+    delta: ArrayLike | None = None,
     readout_kind: str | None = None,
     num_directions: int = MIN_DIRECTIONS,
     refine: bool = False,
@@ -579,11 +627,11 @@ def dabi(
 
 def dabi_variants(
     readout: Any,
-    x: Float[Array, " num *latent"],
+    x: ArrayLike,
     *,
-    key: Key,
-    delta: float | Float[ArrayLike, ""] | None = None,
-    delta_grid: Float[ArrayLike, " G"] | None = None,
+    key: Any,
+    delta: ArrayLike | None = None,
+    delta_grid: ArrayLike | None = None,
     readout_kind: str | None = None,
     num_directions: int = MIN_DIRECTIONS,
     refine: bool = False,

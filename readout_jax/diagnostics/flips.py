@@ -20,7 +20,7 @@ import numpy as np
 from jaxtyping import Bool
 
 from readout_jax import _checks, harness
-from readout_jax._types import Array, ArrayLike, Float, Key
+from readout_jax._types import Array, ArrayLike, Float
 from readout_jax.manifolds.base import has_logits
 
 __all__ = ["RateEstimate", "flip_rate", "tube_mass", "rate_estimate"]
@@ -46,13 +46,35 @@ class RateEstimate(NamedTuple):
     indicator: Bool[Array, " num *positions"]
 
 
-def rate_estimate(indicator: Bool[Array, " num *positions"]) -> RateEstimate:
+def _check_indicator(indicator: Any) -> Array:
+    """Boolean events (integers 0 / 1 are accepted when concrete)."""
+    if not isinstance(indicator, jax.core.Tracer):
+        try:
+            indicator = jnp.asarray(indicator)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"indicator could not be converted to an array: {err}") from None
+    dtype = indicator.dtype
+    if dtype == jnp.bool_:
+        return indicator
+    if jnp.issubdtype(dtype, jnp.integer) and _checks.is_concrete(indicator):
+        v = np.asarray(indicator)
+        if np.all((v == 0) | (v == 1)):
+            return indicator.astype(bool)
+    raise ValueError(
+        f"indicator must be boolean events (or integers in {{0, 1}}), got dtype {dtype}"
+    )
+
+
+def rate_estimate(indicator: ArrayLike) -> RateEstimate:
     """Frequencies and standard errors of boolean events with samples on axis 0.
 
+    Args:
+        indicator: (num, *positions) boolean events (integers 0 / 1 are accepted).
+
     Raises:
-        ValueError: if `indicator` has no sample axis or no samples.
+        ValueError: if `indicator` is not boolean, has no sample axis or no samples.
     """
-    indicator = jnp.asarray(indicator)
+    indicator = _check_indicator(indicator)
     if indicator.ndim < 1 or indicator.shape[0] < 1:
         raise ValueError(f"indicator must have a non-empty sample axis 0, got {indicator.shape}")
     num = indicator.shape[0]
@@ -90,9 +112,9 @@ def _flips_jit(manifold, key, x0, noise_scale, atol):
 
 def flip_rate(
     manifold: Any,
-    key: Key,
-    x0: Float[Array, " num *latent"],
-    noise_scale: float | Float[ArrayLike, ""],
+    key: Any,
+    x0: ArrayLike,
+    noise_scale: ArrayLike,
     *,
     atol: float | None = None,
 ) -> RateEstimate:
@@ -152,16 +174,7 @@ def flip_rate(
 
 
 def _check_samples(x: Any, latent_shape: tuple[int, ...], name: str) -> Array:
-    x = _checks.float_array(x, name)
-    if x.ndim != len(latent_shape) + 1 or tuple(x.shape[1:]) != latent_shape:
-        raise ValueError(
-            f"{name} must have shape (num, *latent_shape) = (num, "
-            f"{', '.join(map(str, latent_shape))}), got {x.shape}"
-        )
-    if x.shape[0] < 1:
-        raise ValueError(f"{name} has no samples")
-    _checks.finite(x, name)
-    return x
+    return _checks.latent(x, name, latent_shape, batch=True)
 
 
 @ft.partial(jax.jit, static_argnames=("sample_axis",))
@@ -170,11 +183,11 @@ def _tube_jit(distance, width, sample_axis):
 
 
 def tube_mass(
-    distance: Float[Array, "..."],
-    noise_scale: float | Float[ArrayLike, ""],
+    distance: ArrayLike,
+    noise_scale: ArrayLike,
     *,
-    c: float | Float[ArrayLike, ""] = 1.0,
-    sample_axis: int = 0,
+    c: ArrayLike = 1.0,
+    sample_axis: Any = 0,
 ) -> RateEstimate:
     """Tube mass P(d(x0) ≤ c·s): the data mass within c·s of the decision boundary.
 
@@ -190,14 +203,23 @@ def tube_mass(
         `RateEstimate` of the event d ≤ c·s.
 
     Raises:
-        ValueError: if `distance` is a scalar or `sample_axis` is out of range, or `s`
-            or `c` is negative or not finite.
+        ValueError: if `distance` is a scalar, not real, contains NaN or negative
+            values, `sample_axis` is not an int in range, or `s` or `c` is negative
+            or not finite.
     """
     distance = _checks.float_array(distance, "distance")
     if distance.ndim < 1:
         raise ValueError("distance must have a sample axis, got a scalar")
+    if _checks.is_concrete(distance):
+        d = np.asarray(distance)
+        if np.any(np.isnan(d)) or np.any(d < 0):
+            raise ValueError("distance must be boundary distances in [0, inf] (no NaN)")
+    if isinstance(sample_axis, bool) or not isinstance(sample_axis, (int, np.integer)):
+        raise ValueError(f"sample_axis must be an int, got {sample_axis!r}")
     if not -distance.ndim <= sample_axis < distance.ndim:
         raise ValueError(f"sample_axis {sample_axis} is out of range for shape {distance.shape}")
+    if distance.shape[sample_axis] < 1:
+        raise ValueError(f"distance has no samples on sample_axis {sample_axis}; need >= 1")
     _checks.nonnegative_scalar(noise_scale, "noise_scale")
     _checks.nonnegative_scalar(c, "c")
     width = jnp.asarray(c, distance.dtype) * jnp.asarray(noise_scale, distance.dtype)

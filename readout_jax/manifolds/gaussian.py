@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,13 +48,14 @@ class GaussianMixture:
             a non-positive std or sharpness, an unknown readout kind, or κ < 1.
     """
 
-    means: Float[ArrayLike, "_M _n"]
-    weights: Float[ArrayLike, " _M"]
-    std: Float[ArrayLike, ""]
-    schedule: schedules.AbstractSchedule | str = static_field(default=schedules.VPCosine())
-    sharpness: Float[ArrayLike, ""] = 1.0
-    readout_kind: str = static_field(default="categorical")
-    resp_scale: Float[ArrayLike, ""] = 1.0
+    # Loose annotations: __post_init__ validates and raises errors naming the argument.
+    means: ArrayLike  # (M, n)
+    weights: ArrayLike  # (M,)
+    std: ArrayLike  # ()
+    schedule: Any = static_field(default=schedules.VPCosine())
+    sharpness: ArrayLike = 1.0
+    readout_kind: Any = static_field(default="categorical")
+    resp_scale: ArrayLike = 1.0
 
     def __post_init__(self):
         means = _checks.float_array(self.means, "means")
@@ -74,7 +76,7 @@ class GaussianMixture:
             raise ValueError(
                 f"weights must have shape (M,) = {self.means.shape[:1]}, got {self.weights.shape}"
             )
-        if self.readout_kind not in READOUT_KINDS:
+        if not isinstance(self.readout_kind, str) or self.readout_kind not in READOUT_KINDS:
             raise ValueError(
                 f"unknown readout_kind {self.readout_kind!r}; valid kinds are {list(READOUT_KINDS)}"
             )
@@ -98,8 +100,9 @@ class GaussianMixture:
         return self.means.shape[1]
 
     # ---- data ----------------------------------------------------------------------
-    def sample_data(self, key: Key, num: int) -> tuple[Float[Array, "num n"], Int[Array, " num"]]:
+    def sample_data(self, key: Any, num: Any) -> tuple[Float[Array, "num n"], Int[Array, " num"]]:
         """`num` clean latents x0 and their component labels."""
+        key = _checks.prng_key(key)
         num = _checks.positive_int(num, "num")
         key_label, key_noise = jr.split(key)
         labels = jr.categorical(key_label, jnp.log(self.weights), shape=(num,))
@@ -111,8 +114,13 @@ class GaussianMixture:
         a, s = self.schedule.alpha(t), self.schedule.sigma(t)
         return a, a**2 * self.std**2 + s**2
 
-    def responsibilities(self, z: Latent, t: Time) -> Float[Array, " M"]:
+    def _check_zt(self, z, t):
+        _checks.scalar_time(t)
+        return _checks.latent(z, "z", self.latent_shape)
+
+    def responsibilities(self, z: ArrayLike, t: ArrayLike) -> Float[Array, " M"]:
         """Posterior component probabilities r_m(z) at time t (at variance κ·v)."""
+        z = self._check_zt(z, t)
         a, v = self._variance(t)
         # |z - a μ|² = |z|² - 2a z·μ + a²|μ|²; |z|² is common to all m and cancels.
         # means @ z keeps results bit-identical across batch sizes; z @ means.T is 1.4-1.8x
@@ -121,14 +129,21 @@ class GaussianMixture:
         logits = jnp.log(self.weights) - quad / (2.0 * self.resp_scale * v)
         return jax.nn.softmax(logits)
 
-    def denoise(self, z: Latent, t: Time) -> Latent:
-        """Exact E[x0 | z_t = z] (at κ = 1) for one latent z of shape (n,)."""
+    def denoise(self, z: ArrayLike, t: ArrayLike) -> Latent:
+        """Exact E[x0 | z_t = z] (at κ = 1) for one latent z of shape (n,), t ∈ [0, 1].
+
+        Raises:
+            ValueError: for a z of another shape or a non-floating dtype, a z with NaN /
+                inf, or a t that is not a scalar in [0, 1].
+        """
+        z = self._check_zt(z, t)
         a, v = self._variance(t)
         mean = self.responsibilities(z, t) @ self.means
         return mean + (a * self.std**2 / v) * (z - a * mean)
 
-    def marginal_log_prob(self, z: Latent, t: Time) -> Float[Array, ""]:
+    def marginal_log_prob(self, z: ArrayLike, t: ArrayLike) -> Float[Array, ""]:
         """log p_t(z) of the noised mixture Σ_m π_m N(z; α μ_m, v I)."""
+        z = self._check_zt(z, t)
         a, v = self._variance(t)
         sq = jnp.sum((z[None, :] - a * self.means) ** 2, axis=-1)
         n = self.dim
@@ -136,17 +151,20 @@ class GaussianMixture:
         return jax.nn.logsumexp(jnp.log(self.weights) + log_comp)
 
     # ---- readout -------------------------------------------------------------------
-    def logits(self, x: Latent) -> Float[Array, " M"]:
+    def logits(self, x: ArrayLike) -> Float[Array, " M"]:
         """Bayes logits ℓ_m(x) = β·(log π_m − |x − μ_m|²/(2τ²))."""
+        x = _checks.latent(x, "x", self.latent_shape)
         sq = jnp.sum((x[None, :] - self.means) ** 2, axis=-1)
         return self.sharpness * (jnp.log(self.weights) - sq / (2.0 * self.std**2))
 
-    def decode(self, x: Latent) -> Float[Array, "..."]:
+    def decode(self, x: ArrayLike) -> Float[Array, "..."]:
         """Logits (categorical readout) or the identity image (smooth readout)."""
+        x = _checks.latent(x, "x", self.latent_shape)
         return self.logits(x) if self.readout_kind == "categorical" else x
 
-    def readout(self, x: Latent) -> Array:
+    def readout(self, x: ArrayLike) -> Array:
         """Argmax label (categorical) or the smooth output itself."""
+        x = _checks.latent(x, "x", self.latent_shape)
         if self.readout_kind == "categorical":
             return jnp.argmax(self.logits(x), axis=-1)
         return x
@@ -165,8 +183,10 @@ class GaussianMixture:
         **kwargs,
     ) -> GaussianMixture:
         """M equal-weight modes with means ~ N(0, scale²·I_n)."""
+        key = _checks.prng_key(key)
         num_modes = _checks.positive_int(num_modes, "num_modes")
         dim = _checks.positive_int(dim, "dim")
+        _checks.nonnegative_scalar(scale, "scale")
         means = scale * jr.normal(key, (num_modes, dim))
         weights = jnp.full((num_modes,), 1.0 / num_modes)
         return cls(means, weights, std, schedule, **kwargs)
@@ -181,8 +201,9 @@ class GaussianMixture:
         schedule: str | schedules.AbstractSchedule = "vp_cosine",
         **kwargs,
     ) -> GaussianMixture:
-        """Two equal-weight modes at ±distance/2 along the first axis."""
+        """Two equal-weight modes at ±distance/2 along the first axis (distance ≥ 0)."""
         dim = _checks.positive_int(dim, "dim")
+        _checks.nonnegative_scalar(distance, "distance")
         means = np.zeros((2, dim))
         means[:, 0] = [-distance / 2, distance / 2]
         return cls(
@@ -206,13 +227,13 @@ class HierarchicalMixture:
         schedule, sharpness, readout_kind, resp_scale: as for `GaussianMixture`.
     """
 
-    directions: Float[ArrayLike, "_B _b _n"]
-    radii: Float[ArrayLike, " _B"]
-    std: Float[ArrayLike, ""]
-    schedule: schedules.AbstractSchedule | str = static_field(default=schedules.VPCosine())
-    sharpness: Float[ArrayLike, ""] = 1.0
-    readout_kind: str = static_field(default="categorical")
-    resp_scale: Float[ArrayLike, ""] = 1.0
+    directions: ArrayLike  # (B, b, n)
+    radii: ArrayLike  # (B,)
+    std: ArrayLike  # ()
+    schedule: Any = static_field(default=schedules.VPCosine())
+    sharpness: ArrayLike = 1.0
+    readout_kind: Any = static_field(default="categorical")
+    resp_scale: ArrayLike = 1.0
 
     def __post_init__(self):
         directions = _checks.float_array(self.directions, "directions")
@@ -249,10 +270,10 @@ class HierarchicalMixture:
     def latent_shape(self) -> tuple[int, ...]:
         return (self.directions.shape[2],)
 
-    def level_labels(self, leaf: Int[Array, "..."]) -> Int[Array, "... B"]:
-        """The choice c_l at each level (coarsest first) of leaf labels `leaf`."""
+    def level_labels(self, leaf: ArrayLike) -> Int[Array, "... B"]:
+        """The choice c_l at each level (coarsest first) of leaf labels `leaf` ∈ [0, b^B)."""
+        leaf = _checks.token_ids(leaf, "leaf", self.num_modes)
         powers = self.branching ** jnp.arange(self.depth - 1, -1, -1)
-        leaf = jnp.asarray(leaf)
         powers = powers.reshape((1,) * leaf.ndim + (self.depth,))
         return (leaf[..., None] // powers) % self.branching
 
@@ -277,23 +298,28 @@ class HierarchicalMixture:
             self.resp_scale,
         )
 
-    def sample_data(self, key: Key, num: int):
+    def sample_data(self, key: Any, num: Any):
         """`num` clean latents and their leaf labels."""
         return self.mixture.sample_data(key, num)
 
-    def denoise(self, z: Latent, t: Time) -> Latent:
+    def denoise(self, z: ArrayLike, t: ArrayLike) -> Latent:
+        """Exact E[x0 | z_t = z] of the flat mixture over the leaves."""
         return self.mixture.denoise(z, t)
 
-    def responsibilities(self, z: Latent, t: Time):
+    def responsibilities(self, z: ArrayLike, t: ArrayLike):
+        """Posterior leaf probabilities at time t."""
         return self.mixture.responsibilities(z, t)
 
-    def logits(self, x: Latent):
+    def logits(self, x: ArrayLike):
+        """Bayes logits over the leaves."""
         return self.mixture.logits(x)
 
-    def decode(self, x: Latent):
+    def decode(self, x: ArrayLike):
+        """Logits (categorical) or the identity (smooth)."""
         return self.mixture.decode(x)
 
-    def readout(self, x: Latent):
+    def readout(self, x: ArrayLike):
+        """Argmax leaf (categorical) or the smooth output itself."""
         return self.mixture.readout(x)
 
     @classmethod
@@ -311,6 +337,9 @@ class HierarchicalMixture:
         **kwargs,
     ) -> HierarchicalMixture:
         """Random unit level directions and radii r_l = radius·decay^l."""
+        key = _checks.prng_key(key)
+        _checks.positive_scalar(radius, "radius")
+        _checks.positive_scalar(decay, "decay")
         depth = _checks.positive_int(depth, "depth")
         branching = _checks.positive_int(branching, "branching")
         if branching < 2:

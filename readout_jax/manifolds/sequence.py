@@ -8,7 +8,7 @@ import functools as ft
 import math
 import re
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -86,15 +86,16 @@ class TokenSequence:
         ((2, 4, 3), (2, 4), (4, 3))
     """
 
-    embeddings: Float[ArrayLike, "_V _d"]
-    log_initial: Float[ArrayLike, " _V"]
-    log_transition: Float[ArrayLike, "_V _V"]
-    std: Float[ArrayLike, ""]
-    length: int = static_field()
-    schedule: schedules.AbstractSchedule | str = static_field(default=schedules.VPCosine())
-    sharpness: Float[ArrayLike, ""] = 1.0
-    resp_scale: Float[ArrayLike, ""] = 1.0
-    resp_floor: Float[ArrayLike, ""] = 0.0
+    # Loose annotations: __post_init__ validates and raises errors naming the argument.
+    embeddings: ArrayLike  # (V, d)
+    log_initial: ArrayLike  # (V,)
+    log_transition: ArrayLike  # (V, V)
+    std: ArrayLike  # ()
+    length: Any = static_field()
+    schedule: Any = static_field(default=schedules.VPCosine())
+    sharpness: ArrayLike = 1.0
+    resp_scale: ArrayLike = 1.0
+    resp_floor: ArrayLike = 0.0
     vocab: Sequence[str] | None = static_field(default=None)
     # Derived in __post_init__ (not an argument): log p̄, the readout's unigram prior.
     log_unigram: Float[Array, " V"] = dataclasses.field(default=None, init=False, repr=False)
@@ -109,9 +110,10 @@ class TokenSequence:
             object.__setattr__(self, name, _checks.float_array(getattr(self, name), name, dtype))
         object.__setattr__(self, "schedule", _checks.schedule(self.schedule))
         object.__setattr__(self, "length", _checks.positive_int(self.length, "length"))
-        if embeddings.ndim != 2 or min(embeddings.shape) < 1:
+        if embeddings.ndim != 2 or embeddings.shape[0] < 2 or embeddings.shape[1] < 1:
             raise ValueError(
-                f"embeddings must have shape (V, d) with V, d >= 1, got {embeddings.shape}"
+                "embeddings must have shape (V, d) with V >= 2 tokens (a categorical "
+                f"readout needs two classes) and d >= 1, got {embeddings.shape}"
             )
         num = embeddings.shape[0]
         if self.log_initial.shape != (num,):
@@ -178,12 +180,13 @@ class TokenSequence:
         return jnp.log(jnp.mean(marginals, axis=0))
 
     def sample_data(
-        self, key: Key, num: int
+        self, key: Any, num: Any
     ) -> tuple[Float[Array, "num L d"], Int[Array, "num L"]]:
         """`num` clean latents x0 (num, L, d) and their token sequences (num, L).
 
         Tokens are drawn along the chain by inverse-CDF sampling; x0 = E[y] + τ·ξ.
         """
+        key = _checks.prng_key(key)
         num = _checks.positive_int(num, "num")
         key_tokens, key_noise = jr.split(key)
         uniforms = jr.uniform(key_tokens, (self.length, num), self.embeddings.dtype)
@@ -191,19 +194,27 @@ class TokenSequence:
         noise = jr.normal(key_noise, (num, *self.latent_shape), self.embeddings.dtype)
         return self.embeddings[tokens] + self.std * noise, tokens
 
-    def log_likelihood(self, tokens: Int[ArrayLike, "*batch n"]) -> Float[Array, "*batch"]:
-        """Exact log p(y_1..y_n) = log_initial[y_1] + Σ_i log_transition[y_i, y_{i+1}]."""
-        tokens = jnp.asarray(tokens)
+    def log_likelihood(self, tokens: ArrayLike) -> Float[Array, "*batch"]:
+        """Exact log p(y_1..y_n) = log_initial[y_1] + Σ_i log_transition[y_i, y_{i+1}].
+
+        Args:
+            tokens: (*batch, n) integer token ids in [0, V).
+
+        Raises:
+            ValueError: for non-integer ids, ids outside [0, V), or n < 1.
+        """
+        tokens = _checks.token_ids(tokens, "tokens", self.vocab_size)
         if tokens.ndim < 1 or tokens.shape[-1] < 1:
             raise ValueError(f"tokens must have shape (..., n) with n >= 1, got {tokens.shape}")
         return _log_likelihood(self.log_initial, self.log_transition, tokens)
 
-    def perplexity(self, tokens: Int[ArrayLike, "*batch n"]) -> Float[Array, ""]:
+    def perplexity(self, tokens: ArrayLike) -> Float[Array, ""]:
         """exp(−mean per-token log-likelihood) of a batch of sequences (exact, no evaluator).
 
         Averages log p(y)/n over all leading axes; compare it with `data_perplexity()`.
+        `tokens` as for `log_likelihood`.
         """
-        tokens = jnp.asarray(tokens)
+        tokens = _checks.token_ids(tokens, "tokens", self.vocab_size)
         return jnp.exp(-jnp.mean(self.log_likelihood(tokens)) / tokens.shape[-1])
 
     def entropy_rate(self) -> Float[Array, ""]:
@@ -227,44 +238,58 @@ class TokenSequence:
         """(α, v = α²τ² + σ²) in the world's dtype (one kernel compile for every schedule)."""
         return _alpha_var(self.schedule, self.std, t, dtype=self.embeddings.dtype)
 
-    def posterior_marginals(self, z: Float[Array, "L d"], t: Time) -> Float[Array, "L V"]:
+    def _check_zt(self, z, t):
+        _checks.scalar_time(t)
+        return _checks.latent(z, "z", self.latent_shape)
+
+    def posterior_marginals(self, z: ArrayLike, t: ArrayLike) -> Float[Array, "L V"]:
         """q_i(y) = P(Y_i = y | z_t = z) by forward–backward (at variance κ·v + floor)."""
+        z = self._check_zt(z, t)
         a, v = self._alpha_var(t)
         var = self.resp_scale * v + self.resp_floor
         args = (self.embeddings, self.log_initial, self.log_transition, self.std)
         return _posterior(*args, z, a, v, var)[0]
 
-    def denoise(self, z: Float[Array, "L d"], t: Time) -> Float[Array, "L d"]:
-        """Exact E[x0 | z_t = z] (at κ = 1, floor = 0) for one latent z of shape (L, d)."""
+    def denoise(self, z: ArrayLike, t: ArrayLike) -> Float[Array, "L d"]:
+        """Exact E[x0 | z_t = z] (at κ = 1, floor = 0) for one latent z of shape (L, d).
+
+        Raises:
+            ValueError: for a z of another shape or a non-floating dtype, a z with NaN /
+                inf, or a t that is not a scalar in [0, 1].
+        """
+        z = self._check_zt(z, t)
         a, v = self._alpha_var(t)
         var = self.resp_scale * v + self.resp_floor
         args = (self.embeddings, self.log_initial, self.log_transition, self.std)
         return _posterior(*args, z, a, v, var)[1]
 
-    def marginal_log_prob(self, z: Float[Array, "L d"], t: Time) -> Float[Array, ""]:
+    def marginal_log_prob(self, z: ArrayLike, t: ArrayLike) -> Float[Array, ""]:
         """log p_t(z) of the noised world, Σ_y p(y)·Π_i N(z_i; α E[y_i], v I) (exact v)."""
+        z = self._check_zt(z, t)
         a, v = self._alpha_var(t)
         return _marginal_log_prob(self.embeddings, self.log_initial, self.log_transition, z, a, v)
 
     # ---- readout -----------------------------------------------------------------------
-    def logits(self, x: Float[Array, "L d"]) -> Float[Array, "L V"]:
+    def logits(self, x: ArrayLike) -> Float[Array, "L V"]:
         """Bayes logits ℓ_i(y) = β·(log p̄(y) − |x_i − E[y]|²/(2τ²)), p̄ the unigram prior."""
+        x = _checks.latent(x, "x", self.latent_shape)
         return _logits(self.embeddings, self.log_unigram, self.std, self.sharpness, x)
 
-    def decode(self, x: Float[Array, "L d"]) -> Float[Array, "L V"]:
+    def decode(self, x: ArrayLike) -> Float[Array, "L V"]:
         """The smooth part of the readout: the logits."""
         return self.logits(x)
 
-    def readout(self, x: Float[Array, "L d"]) -> Int[Array, " L"]:
+    def readout(self, x: ArrayLike) -> Int[Array, " L"]:
         """Argmax token per position."""
+        x = _checks.latent(x, "x", self.latent_shape)
         return _readout(self.embeddings, self.log_unigram, self.std, self.sharpness, x)
 
     # ---- text ------------------------------------------------------------------------
-    def decode_text(self, tokens: Int[ArrayLike, "*batch n"]) -> str | list:
+    def decode_text(self, tokens: ArrayLike) -> str | list:
         """The vocab strings of a token sequence joined into a str (a list for a batch)."""
         if self.vocab is None:
             raise ValueError("this world has no vocab; build it with from_text or pass vocab=")
-        tokens = np.asarray(tokens)
+        tokens = np.asarray(_checks.token_ids(tokens, "tokens", self.vocab_size))
         if tokens.ndim == 0:
             raise ValueError("tokens must have shape (..., n), got a scalar")
         if tokens.ndim > 1:
@@ -330,7 +355,10 @@ class TokenSequence:
             uniform_mix: u ∈ (0, 1], the weight of the uniform distribution in each row.
             schedule, **kwargs: passed to the constructor (sharpness, resp_scale, ...).
         """
+        key = _checks.prng_key(key)
         vocab_size = _checks.positive_int(vocab_size, "vocab_size")
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
         dim = _checks.positive_int(dim, "dim")
         branching = min(_checks.positive_int(branching, "branching"), vocab_size)
         _checks.positive_scalar(std, "std")
@@ -589,7 +617,10 @@ def _alpha_var(schedule, std, t, dtype):
 def _emission(embeddings, z, a, var):
     """−|z_i − α E_y|²/(2·var) without the |z_i|² term (common to all y): (L, V)."""
     sq = jnp.sum(embeddings**2, axis=-1)
-    return (a * (z @ embeddings.T) - 0.5 * a**2 * sq[None, :]) / var
+    # (E @ zᵀ)ᵀ, not z @ Eᵀ: with the shared matrix on the left, XLA's batched (vmap)
+    # product rounds the same for every batch size; z @ Eᵀ changed the last bits of
+    # float32 results with the batch size (tests/test_determinism.py).
+    return (a * (embeddings @ z.T).T - 0.5 * a**2 * sq[None, :]) / var
 
 
 def _forward_backward(log_initial, log_transition, emission):
@@ -628,7 +659,7 @@ def _posterior(embeddings, log_initial, log_transition, std, z, a, v, var):
     emission = _emission(embeddings, z, a, var)
     log_f, log_b, _ = _forward_backward(log_initial, log_transition, emission)
     marginals = jax.nn.softmax(log_f + log_b, axis=-1)
-    mean = marginals @ embeddings  # Σ_y q_i(y) E[y]
+    mean = (embeddings.T @ marginals.T).T  # Σ_y q_i(y) E[y] (batch-size invariant form)
     return marginals, (mean + (a * std**2 / v) * (z - a * mean)).astype(z.dtype)
 
 
@@ -644,7 +675,7 @@ def _marginal_log_prob(embeddings, log_initial, log_transition, z, a, v):
 def _logits(embeddings, log_unigram, std, sharpness, x):
     sq = (
         jnp.sum(x**2, axis=-1, keepdims=True)
-        - 2.0 * (x @ embeddings.T)
+        - 2.0 * (embeddings @ x.T).T  # batch-size invariant form, as in _emission
         + jnp.sum(embeddings**2, axis=-1)[None, :]
     )
     return sharpness * (log_unigram[None, :] - sq / (2.0 * std**2))
@@ -693,8 +724,7 @@ def _host_rngs(key: Key, num: int) -> list[np.random.Generator]:
     Constructors build their (one-off, host-side) random structure with numpy: same key,
     same world, and no XLA compilation per vocabulary size.
     """
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jr.key_data(key)
+    key = jr.key_data(_checks.prng_key(key))
     seed = np.asarray(key, dtype=np.uint32).ravel()
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed.tolist()).spawn(num)]
 

@@ -6,6 +6,8 @@ below exist only so that configs and the command line can refer to the built-in 
 
 from __future__ import annotations
 
+from typing import Any
+
 from readout_jax.samplers.base import Sampler, SamplerState, StepInfo
 from readout_jax.samplers.hybrid import Churn, MarginGated, RenoiseRF, Restart
 from readout_jax.samplers.ode import DDIM, DPMpp2M, EulerODE, HeunODE
@@ -43,7 +45,7 @@ SAMPLERS: dict[str, type] = {
 }
 
 
-def get_sampler(name: str, **hyperparameters) -> Sampler:
+def get_sampler(name: Any, **hyperparameters) -> Sampler:
     """The built-in sampler called `name`, built with `hyperparameters`.
 
     Args:
@@ -60,11 +62,17 @@ def get_sampler(name: str, **hyperparameters) -> Sampler:
         >>> get_sampler("ddim_eta", eta=0.5)
         DDIMEta(eta=0.5)
     """
-    if name not in SAMPLERS:
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid samplers are {sorted(SAMPLERS)}")
     cls = SAMPLERS[name]
-    if isinstance(hyperparameters.get("inner"), str):
-        hyperparameters["inner"] = get_sampler(hyperparameters["inner"])
+    inner = hyperparameters.get("inner")
+    if isinstance(inner, str):
+        if inner not in SAMPLERS:
+            raise ValueError(
+                f"unknown inner sampler {inner!r} for {name!r}; valid samplers are "
+                f"{sorted(SAMPLERS)}"
+            )
+        hyperparameters["inner"] = get_sampler(inner)
     try:
         return cls(**hyperparameters)
     except TypeError as err:

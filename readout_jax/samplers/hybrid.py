@@ -10,6 +10,7 @@ import jax.random as jr
 
 from readout_jax import _checks, readouts, schedules
 from readout_jax._pytree import pytree_dataclass, static_field
+from readout_jax._types import ArrayLike
 from readout_jax.manifolds.base import has_logits
 from readout_jax.samplers import base
 from readout_jax.samplers.ode import DDIM
@@ -44,15 +45,26 @@ class Churn:
         Models", NeurIPS 2022 (Algorithm 2).
     """
 
-    gamma: float = 0.4
+    gamma: ArrayLike = 0.4
     inner: Any = DDIM()
-    s_churn_min: float = 0.0
-    s_churn_max: float = float("inf")
+    s_churn_min: ArrayLike = 0.0
+    s_churn_max: ArrayLike = float("inf")
 
     kind: ClassVar[str] = "hybrid"
 
     def __post_init__(self):
         _checks.nonnegative_scalar(self.gamma, "gamma")
+        _checks.nonnegative_scalar(self.s_churn_min, "s_churn_min")
+        _checks.scalar_at_least(self.s_churn_max, "s_churn_max", 0.0, allow_inf=True)
+        if (
+            _checks.is_concrete(self.s_churn_min)
+            and _checks.is_concrete(self.s_churn_max)
+            and not self.s_churn_min <= self.s_churn_max
+        ):
+            raise ValueError(
+                f"need 0 <= s_churn_min <= s_churn_max, got s_churn_min={self.s_churn_min} "
+                f"> s_churn_max={self.s_churn_max}"
+            )
         _check_stateless_inner(self.inner, "Churn")
 
     @property
@@ -96,10 +108,10 @@ class Restart:
         Xu et al., "Restart Sampling for Improving Generative Processes", NeurIPS 2023.
     """
 
-    s_restart_min: float = 0.1
-    s_restart_max: float = 1.0
-    num_restarts: int = static_field(default=2)
-    num_inner_steps: int = static_field(default=2)
+    s_restart_min: ArrayLike = 0.1
+    s_restart_max: ArrayLike = 1.0
+    num_restarts: Any = static_field(default=2)
+    num_inner_steps: Any = static_field(default=2)
     inner: Any = DDIM()
 
     kind: ClassVar[str] = "hybrid"
@@ -116,8 +128,10 @@ class Restart:
                 f"need s_restart_max > s_restart_min, got {self.s_restart_max}"
                 f" <= {self.s_restart_min}"
             )
-        _checks.positive_int(self.num_restarts, "num_restarts")
-        _checks.positive_int(self.num_inner_steps, "num_inner_steps")
+        num_restarts = _checks.positive_int(self.num_restarts, "num_restarts")
+        num_inner_steps = _checks.positive_int(self.num_inner_steps, "num_inner_steps")
+        object.__setattr__(self, "num_restarts", num_restarts)
+        object.__setattr__(self, "num_inner_steps", num_inner_steps)
         _check_stateless_inner(self.inner, "Restart")
 
     @property
@@ -188,7 +202,7 @@ class RenoiseRF:
     Needs the `rectified_flow` schedule.
     """
 
-    gamma: float = 1.5
+    gamma: ArrayLike = 1.5
 
     kind: ClassVar[str] = "hybrid"
     order: ClassVar[int] = 1
@@ -233,8 +247,8 @@ class MarginGated:
     (a `logits` method whose leading axes are the latent's positions).
     """
 
-    eta: float = 1.0
-    threshold: float = 1.0
+    eta: ArrayLike = 1.0
+    threshold: ArrayLike = 1.0
 
     kind: ClassVar[str] = "hybrid"
     order: ClassVar[int] = 1

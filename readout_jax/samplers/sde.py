@@ -9,6 +9,7 @@ import numpy as np
 
 from readout_jax import _checks
 from readout_jax._pytree import pytree_dataclass
+from readout_jax._types import ArrayLike
 from readout_jax.samplers import base
 
 __all__ = ["DDIMEta", "EulerMaruyama"]
@@ -26,7 +27,7 @@ class DDIMEta:
         Song, Meng & Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
     """
 
-    eta: float = 1.0
+    eta: ArrayLike = 1.0
 
     kind: ClassVar[str] = "sde"
     order: ClassVar[int] = 1
