@@ -36,6 +36,7 @@ from readout_jax.diagnostics.flips import RateEstimate, flip_rate, rate_estimate
 from readout_jax.diagnostics.jacobian import (
     HutchinsonEstimate,
     TopSingular,
+    batch_spectral_norm,
     directional_norm,
     frobenius_norm,
     frobenius_norm_estimate,
@@ -66,6 +67,7 @@ __all__ = [
     "StiffnessSummary",
     "TopSingular",
     "ar_intervention",
+    "batch_spectral_norm",
     "boundary_distance",
     "boundary_geometry",
     "categorical_logits_fn",

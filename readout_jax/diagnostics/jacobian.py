@@ -15,6 +15,7 @@ Hutchinson's estimator with Rademacher probes (one `jvp` per probe).
 
 from __future__ import annotations
 
+import functools as ft
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -32,6 +33,7 @@ __all__ = [
     "HutchinsonEstimate",
     "top_singular",
     "spectral_norm",
+    "batch_spectral_norm",
     "frobenius_norm",
     "frobenius_norm_estimate",
     "directional_norm",
@@ -89,6 +91,9 @@ def _check_point(x: PyTree, name: str = "x") -> None:
             raise ValueError(f"{name} must hold floating arrays, got a leaf of dtype {dtype}")
     if sum(math.prod(jnp.shape(leaf)) for leaf in leaves) == 0:
         raise ValueError(f"{name} has no elements")
+    for leaf in leaves:  # concrete values only: under jit the caller owns the check
+        if _checks.is_concrete(leaf) and not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"{name} contains NaN or inf")
 
 
 def _check_fn(fn: Any) -> None:
@@ -275,7 +280,7 @@ def top_singular(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    key: Key,
+    key: Any,  # a jax.random key, checked in the body
     num_iters: int = 32,
     tol: float | Float[ArrayLike, ""] = 1e-6,
 ) -> TopSingular:
@@ -321,6 +326,7 @@ def top_singular(
     _check_point(x)
     num_iters = _check_iters(num_iters)
     _check_tol(tol)
+    key = _checks.prng_key(key, "key")
     return _top_singular(fn, x, key, 0, num_iters, tol)
 
 
@@ -349,7 +355,7 @@ def spectral_norm(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    key: Key,
+    key: Any,  # a jax.random key, checked in the body
     num_iters: int = 32,
     tol: float | Float[ArrayLike, ""] = 1e-6,
 ) -> Float[Array, ""]:
@@ -366,11 +372,96 @@ def spectral_norm(
     return top_singular(fn, x, key=key, num_iters=num_iters, tol=tol).sigma
 
 
+def batch_spectral_norm(
+    fn: Callable[[PyTree], PyTree],
+    xs: PyTree,
+    *,
+    key: Any,  # a jax.random key, checked in the body
+    num_iters: int = 32,
+    tol: float | Float[ArrayLike, ""] = 1e-6,
+    chunk_size: Any = None,
+) -> Float[Array, " batch"]:
+    """|∂fn/∂x|₂ at every example of a batch `xs`, matrix-free, jitted once per `fn`.
+
+    Example i is `spectral_norm(fn, xs[i], ...)` started from
+    `start_vector(key, n, dtype, salt=i)` with its GLOBAL index i, so the result does not
+    depend on `chunk_size` or on how `xs` is sharded: with `xs` split over a device mesh
+    (`readout_jax.sharding.shard_batch`) each device runs the same program on its slice
+    (`sharding.map_pieces`) and the norms come back sharded the same way, equal to the
+    single-device ones bit for bit. Memory: O(chunk·num_iters·(n + m)) for the Lanczos
+    bases, never an (m, n) Jacobian.
+
+    Args:
+        fn: the map for ONE example; it is a static argument of the compiled program,
+            so pass the same (hashable) function object to reuse the compilation.
+        xs: a pytree of floating arrays with a leading batch axis.
+        key: random key for the start vectors (hashed with the example index).
+        num_iters: maximum Lanczos steps per example (static).
+        tol: relative residual at which Lanczos stops.
+        chunk_size: examples processed at once (per device); None: all.
+
+    Returns:
+        (batch,) spectral norms.
+
+    Raises:
+        ValueError: if `fn` is not callable or not hashable, `xs` has no common leading
+            batch axis or is not floating, `num_iters` < 1, `tol` < 0, or `chunk_size`
+            < 1.
+
+    Examples:
+        >>> import jax.numpy as jnp, jax.random as jr
+        >>> xs = jnp.zeros((3, 4))
+        >>> batch_spectral_norm(jnp.sin, xs, key=jr.key(0)).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    from readout_jax import harness, sharding
+
+    _check_fn(fn)
+    try:
+        hash(fn)
+    except TypeError:
+        raise ValueError(
+            f"fn must be hashable (it is a static argument), got {type(fn).__name__}"
+        ) from None
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves or any(jnp.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("xs must be arrays with a leading batch axis")
+    batch = {jnp.shape(leaf)[0] for leaf in leaves}
+    if len(batch) != 1 or 0 in batch:
+        raise ValueError(f"xs must share one non-empty batch axis, got sizes {sorted(batch)}")
+    _check_point(xs, "xs")
+    num_iters = _check_iters(num_iters)
+    _check_tol(tol)
+    chunk_size = harness._check_chunk_size(chunk_size)
+
+    def piece(replicated, start, num_real, x):
+        del num_real
+        key, tol = replicated
+        return _batch_spectral_jit(fn, x, key, num_iters, tol, start), None
+
+    out, _ = sharding.map_pieces(piece, (harness._as_key(key), tol), xs, chunk_size=chunk_size)
+    return out
+
+
+@ft.partial(jax.jit, static_argnames=("fn", "num_iters"))
+def _batch_spectral_jit(fn, xs, key, num_iters, tol, start):
+    from readout_jax import sharding
+
+    batch = jax.tree_util.tree_leaves(xs)[0].shape[0]
+
+    def one(example):
+        index, x = example
+        return _top_singular(fn, x, key, index, num_iters, tol).sigma
+
+    index = jnp.asarray(start, jnp.uint32) + jnp.arange(batch, dtype=jnp.uint32)
+    return sharding.vmap_padded(one, (index, xs))
+
+
 def frobenius_norm_estimate(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    key: Key,
+    key: Any,  # a jax.random key, checked in the body
     num_probes: int = 16,
     probe_batch_size: int | None = None,
 ) -> HutchinsonEstimate:
@@ -406,6 +497,7 @@ def frobenius_norm_estimate(
     num_probes = _checks.positive_int(num_probes, "num_probes")
     if probe_batch_size is not None:
         probe_batch_size = _checks.positive_int(probe_batch_size, "probe_batch_size")
+    key = _checks.prng_key(key, "key")
     y, mv, _, flat_x, _, _, _ = _linear_maps(fn, x)
     probes = jr.rademacher(key, (num_probes, flat_x.shape[0]), flat_x.dtype)
 
@@ -431,7 +523,7 @@ def frobenius_norm(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    key: Key,
+    key: Any,  # a jax.random key, checked in the body
     num_probes: int = 16,
     probe_batch_size: int | None = None,
 ) -> Float[Array, ""]:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from readout_jax import _checks, harness
+from readout_jax import _checks, harness, sharding
 from readout_jax._types import Array, ArrayLike, Float, Int, Key
 from readout_jax.diagnostics import jacobian
 
@@ -64,12 +64,14 @@ def _replace_x(state: Any, z: Array) -> Any:
 
 
 @ft.partial(jax.jit, static_argnames=("num_iters",))
-def _step_norms_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, tol):
+def _step_norms_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, tol, start=0):
     ts = ts.astype(x_init.dtype)
     num_steps = ts.shape[0] - 1
     batch = x_init.shape[0]
 
-    def one_chain(index, chain_key, x):
+    def one_chain(example):
+        index, chain_key, x = example
+
         def body(state, xs):
             step_key, t_next, step = xs
 
@@ -89,16 +91,29 @@ def _step_norms_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, to
         _, norms = jax.lax.scan(body, state, (jr.split(chain_key, num_steps), ts[1:], steps))
         return norms
 
-    keys = harness.chain_keys(key, batch)
-    return jax.vmap(one_chain)(jnp.arange(batch, dtype=jnp.uint32), keys, x_init)
+    index = jnp.asarray(start, jnp.uint32) + jnp.arange(batch, dtype=jnp.uint32)
+    keys = harness.chain_keys(key, batch, start)
+    return sharding.vmap_padded(one_chain, (index, keys, x_init))
 
 
-def _check_common(sampler, manifold, key, x_init, ts, num_iters, tol):
+def _run_pieces(program, replicated, x_init, chunk_size):
+    """`program(*replicated, x, start)` over the device shards / chunks of `x_init`."""
+
+    def piece(rep, start, num_real, x):
+        del num_real
+        return program(*rep[:3], x, *rep[3:], start=start), None
+
+    out, _ = sharding.map_pieces(piece, replicated, jnp.asarray(x_init), chunk_size=chunk_size)
+    return out
+
+
+def _check_common(sampler, manifold, key, x_init, ts, num_iters, tol, chunk_size=None):
     harness.check_sample_inputs(sampler, manifold, x_init, ts)
     key = harness._as_key(key)
     num_iters = _checks.positive_int(num_iters, "num_iters")
     _checks.nonnegative_scalar(tol, "tol")
-    return key, num_iters
+    chunk_size = harness._check_chunk_size(chunk_size)
+    return key, num_iters, chunk_size
 
 
 def step_jacobian_norms(
@@ -111,6 +126,7 @@ def step_jacobian_norms(
     num_iters: int = 32,
     tol: float | Float[ArrayLike, ""] = 1e-6,
     start_key: Key | None = None,
+    chunk_size: Any = None,
 ) -> Float[Array, " batch K"]:
     """|∂Φ_k/∂z_k|₂ of every step map Φ_k: z_k ↦ z_(k+1) along the sampled trajectories.
 
@@ -131,9 +147,15 @@ def step_jacobian_norms(
         tol: relative residual at which Lanczos stops.
         start_key: key for the Lanczos start vectors, hashed with the example and step
             index (`jacobian.start_vector`); default `fold_in(key, 2**32 - 1)`.
+        chunk_size: trajectories processed at once (per device when `x_init` is
+            sharded); None: all. The Lanczos basis of a chunk takes
+            O(chunk·num_iters·n) memory. Results do not depend on it.
 
     Returns:
-        (batch, K) spectral norms, step k in column k.
+        (batch, K) spectral norms, step k in column k; sharded like `x_init` when
+        `x_init` is split over a device mesh (`readout_jax.sharding.shard_batch`): the
+        numbers equal the single-device ones bit for bit (global example indices pick
+        the keys and start vectors).
 
     Raises:
         ValueError / TypeError: as `readout_jax.sample` for the sampler, manifold,
@@ -149,25 +171,25 @@ def step_jacobian_norms(
         >>> norms.shape
         (8, 4)
     """
-    key, num_iters = _check_common(sampler, manifold, key, x_init, ts, num_iters, tol)
-    return _step_norms_jit(
-        sampler,
-        manifold,
-        key,
-        _start_key(key, start_key),
-        jnp.asarray(x_init),
-        jnp.asarray(ts),
-        num_iters,
-        tol,
+    key, num_iters, chunk_size = _check_common(
+        sampler, manifold, key, x_init, ts, num_iters, tol, chunk_size
     )
+    program = ft.partial(_step_norms_jit, num_iters=num_iters)
+
+    def call(sampler, manifold, key, x, start_key, ts, tol, *, start):
+        return program(sampler, manifold, key, start_key, x, ts, tol=tol, start=start)
+
+    replicated = (sampler, manifold, key, _start_key(key, start_key), jnp.asarray(ts), tol)
+    return _run_pieces(call, replicated, x_init, chunk_size)
 
 
 @ft.partial(jax.jit, static_argnames=("num_iters", "output"))
-def _whole_norm_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, tol, output):
+def _whole_norm_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, tol, output, start=0):
     ts = ts.astype(x_init.dtype)
     num_steps = ts.shape[0] - 1
 
-    def one_chain(index, chain_key, x):
+    def one_chain(example):
+        index, chain_key, x = example
         step_keys = jr.split(chain_key, num_steps)
 
         def sample_map(z):
@@ -182,8 +204,9 @@ def _whole_norm_jit(sampler, manifold, key, start_key, x_init, ts, num_iters, to
         return jacobian._top_singular(sample_map, x, start_key, index, num_iters, tol).sigma
 
     batch = x_init.shape[0]
-    keys = harness.chain_keys(key, batch)
-    return jax.vmap(one_chain)(jnp.arange(batch, dtype=jnp.uint32), keys, x_init)
+    index = jnp.asarray(start, jnp.uint32) + jnp.arange(batch, dtype=jnp.uint32)
+    keys = harness.chain_keys(key, batch, start)
+    return sharding.vmap_padded(one_chain, (index, keys, x_init))
 
 
 def whole_map_norm(
@@ -197,6 +220,7 @@ def whole_map_norm(
     num_iters: int = 32,
     tol: float | Float[ArrayLike, ""] = 1e-6,
     start_key: Key | None = None,
+    chunk_size: Any = None,
 ) -> Float[Array, " batch"]:
     """|∂x0/∂z_init|₂: the spectral norm of the whole sampling map, per trajectory.
 
@@ -209,32 +233,31 @@ def whole_map_norm(
     Args:
         sampler, manifold, key, x_init, ts: as for `step_jacobian_norms`.
         output: "x0" (the terminal posterior mean) or "x" (the last state).
-        num_iters, tol, start_key: as for `step_jacobian_norms`.
+        num_iters, tol, start_key, chunk_size: as for `step_jacobian_norms`.
 
     Returns:
-        (batch,) spectral norms.
+        (batch,) spectral norms (sharded like a sharded `x_init`).
 
     Raises:
         ValueError / TypeError: as `step_jacobian_norms`, or for an unknown `output`.
     """
     if output not in ("x0", "x"):
         raise ValueError(f"output must be 'x0' or 'x', got {output!r}")
-    key, num_iters = _check_common(sampler, manifold, key, x_init, ts, num_iters, tol)
-    return _whole_norm_jit(
-        sampler,
-        manifold,
-        key,
-        _start_key(key, start_key),
-        jnp.asarray(x_init),
-        jnp.asarray(ts),
-        num_iters,
-        tol,
-        output,
+    key, num_iters, chunk_size = _check_common(
+        sampler, manifold, key, x_init, ts, num_iters, tol, chunk_size
     )
+
+    def call(sampler, manifold, key, x, start_key, ts, tol, *, start):
+        return _whole_norm_jit(
+            sampler, manifold, key, start_key, x, ts, num_iters, tol, output, start=start
+        )
+
+    replicated = (sampler, manifold, key, _start_key(key, start_key), jnp.asarray(ts), tol)
+    return _run_pieces(call, replicated, x_init, chunk_size)
 
 
 def stiffness_summary(
-    norms: Float[Array, "..."],
+    norms: Any,  # (samples, steps) real array, checked in the body
     *,
     q: float = 0.99,
     sample_axis: int = 0,
@@ -254,12 +277,21 @@ def stiffness_summary(
         peak_step_median, peak_step_quantile)`.
 
     Raises:
-        ValueError: if `norms` is not 2-D, the axes are equal or out of range, or `q`
-            is outside [0, 1].
+        ValueError: if `norms` is not a real 2-D array with at least one sample and one
+            step, holds NaN/inf, the axes are equal or out of range, or `q` is outside
+            [0, 1].
     """
     norms = jnp.asarray(norms)
     if norms.ndim != 2:
         raise ValueError(f"norms must be 2-D (samples, steps), got shape {norms.shape}")
+    if not jnp.issubdtype(norms.dtype, jnp.floating) and not jnp.issubdtype(
+        norms.dtype, jnp.integer
+    ):
+        raise ValueError(f"norms must be real numbers, got dtype {norms.dtype}")
+    if 0 in norms.shape:
+        raise ValueError(f"norms must hold at least one sample and one step, got {norms.shape}")
+    if _checks.is_concrete(norms) and not bool(jnp.all(jnp.isfinite(norms))):
+        raise ValueError("norms contains NaN or inf (a diverged chain?)")
     for name, axis in (("sample_axis", sample_axis), ("step_axis", step_axis)):
         if not -2 <= axis < 2:
             raise ValueError(f"{name} must be 0 or 1 (or -1, -2), got {axis}")
