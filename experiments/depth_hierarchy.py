@@ -31,10 +31,17 @@ fractions differ (all ≤ η); they are reported. B without such a k is reported
 left out of the fit.
 
 **Stiffness.** At that grid, `diagnostics.step_jacobian_norms` (the library DDIM sampler,
-exact denoiser) gives |∂Φ_k/∂z|₂ per sample and step; `diagnostics.stiffness_summary`
-gives per step the median and the 99th percentile over samples, and their peaks over
-steps. The per-step peak stiffness of a world is the peak of the 99th percentile
-(primary) or of the median.
+exact denoiser of the equivalent flat mixture over the leaves, the same numbers) gives
+|∂Φ_k/∂z|₂ per sample and step; per step the median and the 99th percentile over
+samples (the statistics of `diagnostics.stiffness_summary`) and their peaks over steps
+follow. The per-step peak stiffness of a world is the peak of the 99th percentile
+(primary) or of the median. To compile few programs, the grid of K steps is extended by
+extra steps after its end up to a power of two (`extend_grid`) and their columns are
+dropped: steps are causal, so the first K norms are those of the K-step grid.
+
+**Devices.** The (depth, world) cells run through `readout_jax.sweep.run_sweep`: in
+turn on one device, spread over the devices of a multi-device machine (results do not
+depend on it).
 
 **Verdict (stated before the data).** log(peak) is fitted against log B over all
 (B, world) points (`fit_power_law`, 95% CI on the slope). C5 holds if the whole CI lies in
@@ -49,6 +56,7 @@ at matched steps per stage (`matched_peak_quantile`, `matched_fit`, crosses in t
 from __future__ import annotations
 
 import dataclasses
+import functools as ft
 import math
 import sys
 from collections.abc import Sequence
@@ -62,7 +70,7 @@ import numpy as np
 from experiments import _framework
 from experiments._framework import Claim, Measurement, RunContext
 from experiments.stiffness_laws import ddim_run
-from readout_jax import diagnostics, plotting, schedules
+from readout_jax import diagnostics, plotting, schedules, sweep
 from readout_jax.manifolds import HierarchicalMixture
 from readout_jax.samplers import DDIM
 
@@ -75,6 +83,7 @@ __all__ = [
     "stage_grid",
     "uncommitted_fraction",
     "measure_world",
+    "extend_grid",
     "measure",
     "run",
     "main",
@@ -172,13 +181,36 @@ def make_world(
     key: jax.Array, num_modes: int, depth: int, dim: int, *, decay: float, commit_radius: float
 ) -> tuple[HierarchicalMixture, float]:
     """The depth-B world (radii decay^l, leaf std τ = δ·Δ_min/(4·sqrt(n))) and its Δ_min."""
-    branching = round(num_modes ** (1.0 / depth))
+    world, _, _, min_sep = _build_world(
+        key, num_modes, depth, dim, decay=decay, commit_radius=commit_radius
+    )
+    return world, min_sep
+
+
+@ft.partial(jax.jit, static_argnames=("depth", "branching", "dim", "decay"))
+def _world_jit(key, depth, branching, dim, decay):
     world = HierarchicalMixture.create(
         key, depth, branching, dim, radius=1.0, decay=decay, std=1.0, schedule=SCHEDULE
     )
-    min_sep = _min_separation(np.asarray(world.leaf_means, np.float64))
+    return world, world.leaf_means
+
+
+@jax.jit
+def _with_std_jit(world, tau):
+    world = dataclasses.replace(world, std=tau)
+    return world, world.mixture
+
+
+def _build_world(key, num_modes, depth, dim, *, decay, commit_radius):
+    """(world, flat mixture, leaf means (M, n) NumPy, Δ_min), built by two compiled
+    programs per depth (not one small program per array operation)."""
+    branching = round(num_modes ** (1.0 / depth))
+    world, means = _world_jit(key, depth, branching, dim, float(decay))
+    means = np.asarray(means, np.float64)
+    min_sep = _min_separation(means)
     tau = commit_radius * min_sep / (4.0 * math.sqrt(dim))
-    return dataclasses.replace(world, std=tau), min_sep
+    world, flat = _with_std_jit(world, np.asarray(tau, jnp.result_type(float)))
+    return world, flat, means, min_sep
 
 
 def stage_grid(
@@ -219,8 +251,12 @@ def stage_grid(
     s = np.asarray(s)
     if not s[0] > s[1]:
         raise ValueError(f"sigma_max = {s[0]} must exceed the first stage top {s[1]}")
+    # Converted at a padded length (a power of two), so a few compiled conversions
+    # serve every grid.
+    size = max(_GRID_PAD, 1 << (s.size - 1).bit_length())
+    s_pad = np.concatenate([s, np.full(size - s.size, s[-1])])
     with jax.ensure_compile_time_eval():
-        ts = np.array(schedule.t_from_noise_scale(s), np.float64)
+        ts = np.array(schedule.t_from_noise_scale(s_pad), np.float64)[: s.size]
     ts[0] = 1.0
     if not (np.all(np.diff(ts) < 0) and ts[-1] >= 0.0):
         raise ValueError("the stage grid is not strictly decreasing inside [0, 1]")
@@ -229,15 +265,18 @@ def stage_grid(
 
 def uncommitted_fraction(x0: Any, leaf_means: Any, radius: float) -> float:
     """Fraction of outputs farther than `radius` from every leaf mean."""
-    x0 = jnp.asarray(x0)
-    means = jnp.asarray(leaf_means)
-    d2 = jnp.sum(x0**2, 1)[:, None] - 2.0 * x0 @ means.T + jnp.sum(means**2, 1)[None, :]
-    return float(jnp.mean(jnp.min(d2, axis=1) > radius**2))
+    x0 = np.asarray(x0, np.float64)
+    means = np.asarray(leaf_means, np.float64)
+    d2 = np.sum(x0**2, 1)[:, None] - 2.0 * x0 @ means.T + np.sum(means**2, 1)[None, :]
+    return float(np.mean(np.min(d2, axis=1) > radius**2))
 
 
 def _mean(values: np.ndarray) -> float:
     finite = np.asarray(values, float)[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+_GRID_PAD = 16
 
 
 def _padded(ts: np.ndarray, length: int) -> np.ndarray:
@@ -291,25 +330,52 @@ def measure_world(
         k *= 2
     if steps_per_stage is not None:
         ts = stage_grid(radii, steps_per_stage, **grid)
+        num_steps = ts.size - 1
         norms = diagnostics.step_jacobian_norms(
             DDIM(),
-            world,
+            flat,
             key,
             x_init[: config.jac_batch],
-            jnp.asarray(ts, dtype),
+            jnp.asarray(extend_grid(ts, _step_bucket(num_steps)), dtype),
             num_iters=config.lanczos_iters,
             tol=1e-5,
         )
-        summary = diagnostics.stiffness_summary(norms, q=config.quantile)
+        # The steps after K only extend the grid (see `extend_grid`): drop them. The
+        # statistics of `diagnostics.stiffness_summary`, in NumPy.
+        norms = np.asarray(norms)[:, :num_steps]
+        median = np.median(norms, axis=0)
+        upper = np.quantile(norms, config.quantile, axis=0)
         out.update(
-            steps=int(ts.size - 1),
-            peak_quantile=float(summary.peak_quantile),
-            peak_median=float(summary.peak_median),
-            peak_step_quantile=int(summary.peak_step_quantile),
-            per_step_quantile=np.asarray(summary.quantile),
-            per_step_median=np.asarray(summary.median),
+            steps=int(num_steps),
+            peak_quantile=float(np.max(upper)),
+            peak_median=float(np.max(median)),
+            peak_step_quantile=int(np.argmax(upper)),
+            per_step_quantile=upper,
+            per_step_median=median,
         )
     return out
+
+
+def _step_bucket(num_steps: int) -> int:
+    """The grid length the step Jacobians are compiled for: a power of two ≥ 8."""
+    return max(8, 1 << (num_steps - 1).bit_length())
+
+
+def extend_grid(ts: np.ndarray, num_steps: int) -> np.ndarray:
+    """`ts` continued by extra steps to K = `num_steps` (for one compiled program).
+
+    The extra times fall linearly from ts[-1] towards ts[-1]/2 (strictly decreasing, in
+    [0, 1]). Steps are causal: the step-map norms of the first K steps do not depend on
+    what follows, so a caller drops the extra columns.
+    """
+    ts = np.asarray(ts, np.float64)
+    extra = num_steps - (ts.size - 1)
+    if extra < 0:
+        raise ValueError(f"num_steps = {num_steps} is shorter than the grid ({ts.size - 1})")
+    if extra == 0:
+        return ts
+    tail = ts[-1] * (1.0 - np.arange(1, extra + 1) / (2.0 * extra))
+    return np.concatenate([ts, tail])
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,7 +476,7 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
     worlds = {}
     for depth in depths:
         for w in range(config.num_worlds):
-            world, min_sep = make_world(
+            world, flat, means, min_sep = _build_world(
                 jr.fold_in(jr.fold_in(key_world, depth), w),
                 config.num_modes,
                 depth,
@@ -418,21 +484,26 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
                 decay=config.decay,
                 commit_radius=config.commit_radius,
             )
-            worlds[depth, w] = (world, min_sep)
+            worlds[depth, w] = (world, flat, means, min_sep)
 
     def run_world(depth, w, k=None):
-        world, min_sep = worlds[depth, w]
+        world, flat, means, min_sep = worlds[depth, w]
         return measure_world(
-            world,
+            flat,
             jr.fold_in(key_prior, w),
-            leaf_means=world.leaf_means,
+            leaf_means=means,
             radii=np.asarray(world.radii),
             min_separation=min_sep,
             config=config,
             steps_per_stage=k,
         )
 
-    scans = {dw: run_world(*dw) for dw in ctx.progress(list(worlds), desc="step scans")}
+    # Cells run through the sweep runner: in turn on one device, spread over several.
+    scans = sweep.run_sweep(
+        lambda dw: run_world(*dw),
+        list(worlds),
+        progress=ft.partial(ctx.progress, desc="step scans"),
+    )
     chosen: dict[int, float] = {}
     for depth in depths:
         ks = sorted(scans[depth, 0]["uncommitted"])
@@ -456,9 +527,13 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
         for w in range(config.num_worlds)
         if math.isfinite(chosen[d])
     ]
-    for i, depth, w in ctx.progress(jobs, desc="step Jacobians"):
+    measured = sweep.run_sweep(
+        lambda job: run_world(job[1], job[2], int(chosen[job[1]])),
+        jobs,
+        progress=ft.partial(ctx.progress, desc="step Jacobians"),
+    )
+    for (i, depth, w), res in measured.items():
         k = int(chosen[depth])
-        res = run_world(depth, w, k)
         for s in STATISTICS:
             peaks[s][i, w] = res[s]
         steps[i] = res["steps"]
@@ -475,11 +550,14 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
     k_common = int(max(finite_k)) if finite_k else None
     matched = np.full(shape, np.nan)
     if k_common is not None:
-        for i, depth, w in ctx.progress(jobs, desc="matched k"):
-            if chosen[depth] == k_common:
-                matched[i, w] = peaks["peak_quantile"][i, w]
-            else:
-                matched[i, w] = run_world(depth, w, k_common)["peak_quantile"]
+        todo = [job for job in jobs if chosen[job[1]] != k_common]
+        extra = sweep.run_sweep(
+            lambda job: run_world(job[1], job[2], k_common)["peak_quantile"],
+            todo,
+            progress=ft.partial(ctx.progress, desc="matched k"),
+        )
+        for i, depth, w in jobs:
+            matched[i, w] = extra.get((i, depth, w), peaks["peak_quantile"][i, w])
     matched_fit = None
     ok_m = np.isfinite(matched.reshape(-1))
     if ok_m.sum() >= 3:
@@ -573,7 +651,7 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
         "peaks": peaks,
         "realised_uncommitted": realised,
         "uncommitted_by_k": {f"B={d},world={w}": scans[d, w]["uncommitted"] for d, w in scans},
-        "min_separation": {f"B={d},world={w}": worlds[d, w][1] for d, w in worlds},
+        "min_separation": {f"B={d},world={w}": worlds[d, w][3] for d, w in worlds},
         "fits": {s: f._asdict() for s, f in fits.items()},
         "matched_steps_per_stage": k_common,
         "matched_peak_quantile": matched,

@@ -104,3 +104,19 @@ def test_quick_scale_measurements(tmp_path):
     realised = np.asarray(m["realised_uncommitted"], float)
     assert np.all(realised <= dh.Config.quick().eta)
     assert all(isinstance(c["held"], bool) for c in result["claims"])
+
+
+def test_extended_grid_keeps_the_first_steps_norms():
+    world, _ = dh.make_world(jr.key(5), 4, 2, 3, decay=0.3, commit_radius=0.25)
+    ts = dh.stage_grid(np.asarray(world.radii), 1, decay=0.3, stage_top=2.0, tail_stages=1)
+    longer = dh.extend_grid(ts, 8)
+    assert longer.size == 9 and np.array_equal(longer[: ts.size], ts)
+    assert np.all(np.diff(longer) < 0) and longer[-1] > 0
+    with pytest.raises(ValueError, match="shorter"):
+        dh.extend_grid(ts, ts.size - 2)
+    # Steps are causal: the norms of the first K steps do not see the extra steps.
+    x = 100.0 * jr.normal(jr.key(6), (8, 3))
+    args = (samplers.DDIM(), world.mixture, jr.key(7), x)
+    short = rj.diagnostics.step_jacobian_norms(*args, jnp.asarray(ts), num_iters=3)
+    full = rj.diagnostics.step_jacobian_norms(*args, jnp.asarray(longer), num_iters=3)
+    np.testing.assert_allclose(full[:, : ts.size - 1], short, rtol=1e-12, atol=0)
