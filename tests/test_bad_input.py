@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import readout_jax as rj
-from readout_jax import diagnostics, io, manifolds, readouts, samplers, schedules
+from readout_jax import diagnostics, io, manifolds, readouts, samplers, schedules, sharding, sweep
 from readout_jax.manifolds import GaussianMixture, HierarchicalMixture, TokenSequence
 
 KEY = jr.key(0)
@@ -36,6 +36,15 @@ TS = rj.time_grid(GMM.schedule, 3)
 X = jnp.zeros((4, 2))
 Z = jnp.ones(2)
 EMB, LOG_INIT, LOG_TRANS = SEQ.embeddings, SEQ.log_initial, SEQ.log_transition
+
+
+class _Unhashable:
+    """A callable that cannot be a static argument of jit."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, x):
+        return jnp.tanh(x)
 
 
 class Case(NamedTuple):
@@ -168,6 +177,13 @@ CASES = [
     Case("sample", "key-int", lambda: rj.sample(samplers.DDIM(), GMM, 0, X, TS), E, r"key must be a jax.random key"),
     Case("sample", "not-a-sampler", lambda: rj.sample(object(), GMM, KEY, X, TS), T, r"has no init\(\) method"),
     Case("sample", "not-a-manifold", lambda: rj.sample(samplers.DDIM(), None, KEY, X, TS), T, r"has no 'denoise'"),
+    Case("sample", "record-not-callable", lambda: rj.sample(samplers.DDIM(), GMM, KEY, X, TS, record=3), E, r"record must be None or a function \(state, info\) -> pytree"),
+    Case("sample", "ts-complex", lambda: rj.sample(samplers.DDIM(), GMM, KEY, X, TS.astype(complex)), E, r"ts must be a real \(floating\) array, got dtype complex128"),
+    Case("sample", "chunk_size=0", lambda: rj.sample(samplers.DDIM(), GMM, KEY, X, TS, chunk_size=0), E, r"chunk_size must be None or an int >= 1, got 0"),
+    Case("sample", "chunk_size-float", lambda: rj.sample(samplers.DDIM(), GMM, KEY, X, TS, chunk_size=2.5), E, r"chunk_size must be None or an int >= 1, got 2\.5"),
+    Case("sample", "records-too-large", lambda: rj.sample(samplers.DDIM(), GMM, KEY, X, TS, max_record_bytes=16), E, r"more than max_record_bytes = .*pass record=None"),
+    Case("prior_sample", "dtype-int", lambda: rj.prior_sample(KEY, GMM, 3, dtype=jnp.int32), E, r"dtype must be a floating dtype \(e\.g\. float32\), got int32"),
+    Case("prior_sample", "mesh-not-a-mesh", lambda: rj.prior_sample(KEY, GMM, 4, mesh="batch"), T, r"mesh must be None or a jax.sharding.Mesh, got str"),
     Case("prior_sample", "num=0", lambda: rj.prior_sample(KEY, GMM, 0), E, r"num must be >= 1"),
     Case("prior_sample", "t>1", lambda: rj.prior_sample(KEY, GMM, 3, t=2.0), E, RANGE_T),
     Case("prior_sample", "t-nan", lambda: rj.prior_sample(KEY, GMM, 3, t=NAN), E, RANGE_T),
@@ -332,10 +348,40 @@ CASES = [
     Case("frobenius_norm", "num_probes=0", lambda: diagnostics.frobenius_norm(jnp.tanh, jnp.ones(3), key=KEY, num_probes=0), E, r"num_probes must be >= 1"),
     Case("directional_norm", "u-shape", lambda: diagnostics.directional_norm(jnp.tanh, jnp.ones(3), jnp.ones(4)), E, r"u must have the same pytree structure and shapes as x"),
     Case("jacobian_dense", "x-complex", lambda: diagnostics.jacobian_dense(jnp.tanh, jnp.ones(3) * 1j), E, r"x must hold floating arrays"),
+    Case("spectral_norm", "x-nan", lambda: diagnostics.spectral_norm(jnp.tanh, jnp.array([NAN, 1.0]), key=KEY), E, r"x contains NaN or inf"),
+    Case("spectral_norm", "key-int", lambda: diagnostics.spectral_norm(jnp.tanh, jnp.ones(3), key=3), E, r"key must be a jax.random key \(jr.key\(seed\)\), got int"),
+    Case("top_singular", "key-int", lambda: diagnostics.top_singular(jnp.tanh, jnp.ones(3), key=3), E, r"key must be a jax.random key"),
+    Case("frobenius_norm", "x-inf", lambda: diagnostics.frobenius_norm(jnp.tanh, jnp.array([jnp.inf, 1.0]), key=KEY), E, r"x contains NaN or inf"),
+    Case("frobenius_norm", "key-int", lambda: diagnostics.frobenius_norm(jnp.tanh, jnp.ones(3), key=3), E, r"key must be a jax.random key"),
+    Case("directional_norm", "u-nan", lambda: diagnostics.directional_norm(jnp.tanh, jnp.ones(2), jnp.array([NAN, 0.0])), E, r"u contains NaN or inf"),
+    Case("batch_spectral_norm", "xs-nan-in-a-later-example", lambda: diagnostics.batch_spectral_norm(jnp.tanh, jnp.ones((3, 2)).at[2, 1].set(NAN), key=KEY), E, r"xs contains NaN or inf"),
+    Case("batch_spectral_norm", "xs-empty-batch", lambda: diagnostics.batch_spectral_norm(jnp.tanh, jnp.ones((0, 2)), key=KEY), E, r"xs must share one non-empty batch axis"),
+    Case("batch_spectral_norm", "xs-scalar", lambda: diagnostics.batch_spectral_norm(jnp.tanh, jnp.ones(()), key=KEY), E, r"xs must be arrays with a leading batch axis"),
+    Case("batch_spectral_norm", "chunk_size=0", lambda: diagnostics.batch_spectral_norm(jnp.tanh, jnp.ones((3, 2)), key=KEY, chunk_size=0), E, r"chunk_size must be None or an int >= 1"),
+    Case("batch_spectral_norm", "fn-unhashable", lambda: diagnostics.batch_spectral_norm(_Unhashable(), jnp.ones((3, 2)), key=KEY), E, r"fn must be hashable \(it is a static argument\), got _Unhashable"),
+    Case("step_jacobian_norms", "chunk_size=-1", lambda: diagnostics.step_jacobian_norms(samplers.DDIM(), GMM, KEY, X, TS, chunk_size=-1), E, r"chunk_size must be None or an int >= 1"),
+    Case("stiffness_summary", "empty", lambda: diagnostics.stiffness_summary(jnp.ones((0, 3))), E, r"norms must hold at least one sample and one step"),
+    Case("stiffness_summary", "complex", lambda: diagnostics.stiffness_summary(jnp.ones((2, 3)) * 1j), E, r"norms must be real numbers, got dtype complex"),
+    Case("stiffness_summary", "nan", lambda: diagnostics.stiffness_summary(jnp.ones((2, 3)).at[0, 1].set(NAN)), E, r"norms contains NaN or inf"),
     Case("top_singular", "x-empty", lambda: diagnostics.top_singular(jnp.tanh, jnp.ones(0), key=KEY), E, r"x has no elements"),
     Case("step_jacobian_norms", "x-shape", lambda: diagnostics.step_jacobian_norms(samplers.DDIM(), GMM, KEY, jnp.ones((4, 3)), TS), E, r"x_init must have shape \(batch, \*latent_shape\)"),
     Case("whole_map_norm", "ts-increasing", lambda: diagnostics.whole_map_norm(samplers.DDIM(), GMM, KEY, X, TS[::-1]), E, r"ts must be strictly decreasing"),
     Case("stiffness_summary", "q>1", lambda: diagnostics.stiffness_summary(jnp.ones((4, 3)), q=1.5), E, r"q must be in \[0\.0, 1\.0\]"),
+    # ---- sharding / sweep --------------------------------------------------------------------
+    Case("batch_mesh", "no-devices", lambda: sharding.batch_mesh([]), E, r"devices must hold at least one device"),
+    Case("batch_mesh", "axis-name", lambda: sharding.batch_mesh(axis_name=""), E, r"axis_name must be a non-empty string"),
+    Case("shard_batch", "not-a-mesh", lambda: sharding.shard_batch(X, "mesh"), T, r"mesh must be a jax.sharding.Mesh, got str"),
+    Case("shard_batch", "scalar", lambda: sharding.shard_batch(jnp.ones(()), sharding.batch_mesh()), E, r"every leaf of x needs a leading batch axis"),
+    Case("shard_batch", "unequal-batches", lambda: sharding.shard_batch((X, jnp.ones(3)), sharding.batch_mesh()), E, r"the leaves of x have different batch sizes \[3, 4\]"),
+    Case("shard_batch", "unknown-axis", lambda: sharding.shard_batch(X, sharding.batch_mesh(), axis_name="data"), E, r"axis_name 'data' is not an axis of the mesh \(axes: \('batch',\)\)"),
+    Case("shard_batch", "empty", lambda: sharding.shard_batch((), sharding.batch_mesh()), E, r"x must hold at least one array"),
+    Case("replicate", "not-a-mesh", lambda: sharding.replicate(X, None), T, r"mesh must be a jax.sharding.Mesh, got NoneType"),
+    Case("take_rows", "index-not-held", lambda: sharding.take_rows(X, [7]), IndexError, r"index 7 is out of bounds for the batch of 4"),
+    Case("run_sweep", "repeated-cell", lambda: sweep.run_sweep(lambda c: c, [1, 1]), E, r"cells must be unique, 1 appears twice"),
+    Case("run_sweep", "unhashable-cell", lambda: sweep.run_sweep(lambda c: c, [[1]]), E, r"cells must be hashable"),
+    Case("run_sweep", "placement", lambda: sweep.run_sweep(lambda c: c, [1], placement="hosts"), E, r"placement must be one of \('cells', 'batch'\), got 'hosts'"),
+    Case("run_sweep", "no-devices", lambda: sweep.run_sweep(lambda c: c, [1], devices=[]), E, r"devices must hold at least one device"),
+    Case("iter_sweep", "placement", lambda: list(sweep.iter_sweep(lambda c: c, [1], placement="x")), E, r"placement must be one of \('cells', 'batch'\)"),
     # ---- io ------------------------------------------------------------------------------
     Case("atomic_write", "mode", lambda: io.atomic_write("x.json", "a").__enter__(), E, r"mode must be 'w' or 'wb', got 'a'"),
     Case("to_jsonable", "complex", lambda: io.to_jsonable({"a": 1j}), T, r"complex value 1j has no JSON form"),
@@ -376,6 +422,13 @@ NO_INPUT = {
     "StiffnessSummary": "a NamedTuple of results",
     "TopSingular": "a NamedTuple of results",
     "frobenius_norm_estimate": "same validation as frobenius_norm (one code path)",
+    "NonFiniteError": "the error type itself (raised by sample: tests/test_chunking.py)",
+    "Placement": "a dataclass of results (where a sweep cell runs)",
+    "current_placement": "no arguments",
+    "current_mesh": "no arguments",
+    "batch_placement": "a predicate: any object is valid input (None when not sharded)",
+    "vmap_padded": "a building block used inside jit by the harness; its callers validate",
+    "map_pieces": "a building block of the harness and diagnostics; its callers validate",
     "OutputDirError": "the error type itself",
     "versions": "no arguments",
     "environment": "no arguments",
@@ -389,7 +442,7 @@ NO_INPUT = {
 
 def _public_callables() -> set[str]:
     names = set()
-    modules = (rj, schedules, samplers, manifolds, readouts, diagnostics, io)
+    modules = (rj, schedules, samplers, manifolds, readouts, diagnostics, io, sharding, sweep)
     for module in modules:
         for name in module.__all__:
             obj = getattr(module, name)
