@@ -24,7 +24,12 @@ def _inputs(world, key, batch=6, num_steps=4):
 
 @pytest.mark.parametrize(
     "sampler",
-    [samplers.DDIMEta(eta=0.8), samplers.DPMpp2M(), samplers.Churn(gamma=0.3)],
+    [
+        samplers.DDIMEta(eta=0.8),
+        # ~10 s each under disable_jit; the default suite keeps one stochastic sampler.
+        pytest.param(samplers.DPMpp2M(), marks=pytest.mark.slow),
+        pytest.param(samplers.Churn(gamma=0.3), marks=pytest.mark.slow),
+    ],
     ids=lambda s: type(s).__name__,
 )
 def test_jit_equals_no_jit_and_vmap_equals_loop(sampler, key):
