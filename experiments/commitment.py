@@ -1,4 +1,5 @@
-"""Claim C3b (SPEC §1), toy part: categorical commitment (CCI) along sampling trajectories.
+"""Claim C3b (SPEC §1): categorical commitment (CCI) along sampling trajectories, on exact
+worlds and on the learned text world; the AR decoder with vs without commitment.
 
 For each sampler, world and step count K, the harness records the posterior-mean
 estimate x̂0(z_k, t_k) of every step (`readout_jax.sample(..., record=record_info)`),
@@ -19,7 +20,10 @@ Worlds (the world is a parameter of `measure_world`):
   distance `gmm_separation`·τ; Bayes readout, β = 1), variance-preserving cosine
   schedule;
 - ``tokens``: the `TokenSequence` world of character bigrams of English text (L
-  positions, d dimensions, V tokens), same schedule.
+  positions, d dimensions, V tokens), same schedule; built as `few_step`'s ``text``
+  world (`few_step.make_token_worlds`: its vocabulary padded with R zero-probability
+  tokens, which never occur and are never read out), so that both experiments run the
+  same compiled samplers.
 
 Samplers (default hyperparameters of `get_sampler`): ODE ``euler``, ``ddim``, ``heun``,
 ``dpmpp_2m``; SDE ``ddim_eta`` (η = 1), ``euler_maruyama``; hybrid ``churn`` (γ = 0.4),
@@ -49,6 +53,22 @@ The autoregressive part of C3b (perplexity with committed tokens vs soft expecta
 fed back, SPEC §5) needs an AR decoder, which exact worlds do not have: `ar_commitment`
 is the hook a learned world fills (two `diagnostics.ARDecodeFn` callables); on exact
 worlds the result records it as not measured.
+
+**Learned text world** (`learned_scale`; `few_step.learned_worlds`, built once per
+process). Every sampler's CCI on the learned text world (parallel-decoder readout),
+from the encoded latents of N validation windows noised to t_max, with the same
+paired verdict as above. The AR intervention: the AR decoder decodes (greedy) latents
+once feeding back the committed tokens and once the soft expectations Σ_v p(v)·E[v];
+both outputs are scored by the evaluator LM. **Verdict (stated up front):** held iff the
+lower end of the 95% interval of log(perplexity_soft / perplexity_committed) is > 0, on
+two sets of latents, two rows: (1) the N clean validation latents (reconstruction;
+paired over latents), (2) generation: the outputs of every sampler at the largest
+learned K, pooled (per initial latent, the mean over samplers of the per-sequence NLL
+difference; SE over the N initial latents). Each sampler's own pair is reported too.
+
+Trajectories come from `few_step.sample_steps_many(..., record=True)`; the token world is
+`few_step`'s ``text`` world; with the quick settings the shapes equal `few_step`'s, so
+after `few_step` in one process (``readout-jax reproduce``) nothing is compiled again.
 """
 
 from __future__ import annotations
@@ -56,6 +76,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -65,13 +86,15 @@ import jax.random as jr
 import numpy as np
 
 import readout_jax as rj
-from experiments import _framework
+from experiments import _framework, few_step
 from experiments._framework import Claim, Measurement, RunContext
 from readout_jax import diagnostics, plotting, schedules
 from readout_jax._types import Array, Float, Int, Key, Latent
-from readout_jax.manifolds import GaussianMixture, TokenSequence
+from readout_jax.manifolds import GaussianMixture
 
 __all__ = [
+    "LEARNED_WORLD",
+    "measure_learned",
     "NAME",
     "CLAIM",
     "WORLDS",
@@ -110,6 +133,8 @@ SAMPLER_NAMES = (
 #: Samplers defined on the rectified-flow schedule: run on the world's RF copy.
 RF_SAMPLERS = ("renoise_rf",)
 _RF_REFERENCE = "euler_rf"
+#: Label of the learned text world in the metrics and figures.
+LEARNED_WORLD = "learned text"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +154,22 @@ class Config:
             distance in units of τ, τ).
         token_length, token_dim, token_vocab, token_std, token_separation: the token
             world (L, d, V, τ, RMS embedding distance in units of τ).
+        token_smoothing, token_padding: bigram smoothing, and R zero-probability tokens
+            that pad the vocabulary to V + R (see `few_step.pad_vocabulary`): the token
+            world is `few_step`'s ``text`` world, so with equal settings the two
+            experiments share their compiled samplers in one process.
+        max_steps: length − 1 of the padded time grid of the exact worlds (None: the
+            largest K); equal to `few_step`'s ``max_steps`` to share its compilations.
+        learned_scale: scale of the learned text world (`few_step.LEARNED_SCALES`), or
+            None to skip it.
+        models_dir: folder of the cached trained models (None: the library default).
+        learned_seed: the learned models' training seed.
+        learned_num_steps: the K values on the learned text world.
+        learned_max_steps: padded grid length − 1 there (None: the largest learned K);
+            equal to `few_step`'s ``learned_max_steps`` to share its compilations.
+        learned_batch_size: trajectories per sampler and K on the learned world (equal to
+            `few_step`'s ``learned_num_samples`` to share its compilations); also the
+            number of validation latents of the AR intervention.
         num_se: the verdict's multiple of the standard error (1.96: 95%).
     """
 
@@ -148,8 +189,17 @@ class Config:
     token_length: int = 16
     token_dim: int = 8
     token_vocab: int = 32
-    token_std: float = 1.0
-    token_separation: float = 6.0
+    token_std: float = 0.5
+    token_separation: float = 8.0
+    token_smoothing: float = 0.5
+    token_padding: int = 96
+    max_steps: int | None = None
+    learned_scale: str | None = "full"
+    models_dir: str | None = None
+    learned_seed: int = 0
+    learned_num_steps: tuple[int, ...] = (8, 16, 32)
+    learned_max_steps: int | None = None
+    learned_batch_size: int = 1024
     num_se: float = 1.96
 
     def __post_init__(self):
@@ -169,16 +219,43 @@ class Config:
             raise ValueError(f"batch_size must be >= 2 (standard errors), got {self.batch_size}")
         if self.num_se <= 0:
             raise ValueError(f"num_se must be > 0, got {self.num_se}")
+        few_step.check_learned_scale(self.learned_scale)
+        if not self.learned_num_steps or any(int(k) != k or k < 1 for k in self.learned_num_steps):
+            raise ValueError(
+                f"learned_num_steps must be integers >= 1, got {self.learned_num_steps}"
+            )
+        for field, steps in (
+            ("max_steps", self.num_steps),
+            ("learned_max_steps", self.learned_num_steps),
+        ):
+            value = getattr(self, field)
+            if value is not None and (int(value) != value or value < max(steps)):
+                raise ValueError(f"{field} must be None or an integer >= {max(steps)}, got {value}")
+        if self.learned_batch_size < 2:
+            raise ValueError(f"learned_batch_size must be >= 2, got {self.learned_batch_size}")
+        if self.token_padding < 1:
+            raise ValueError(f"token_padding must be >= 1, got {self.token_padding}")
 
     @classmethod
     def quick(cls) -> Config:
-        """One K (16), 512 trajectories: ≈ 1 minute of CPU, mostly compilation."""
-        return cls()
+        """The token world only (the mixture world at full scale), K = 16, 128
+        trajectories; the learned text world (quick models) at K = 16 with 128. Shapes
+        equal to `few_step`'s quick ones, so that after it (as in ``readout-jax
+        reproduce``) no sampler is compiled again."""
+        return cls(
+            worlds=("tokens",),
+            batch_size=128,
+            max_steps=16,
+            learned_scale="quick",
+            learned_num_steps=(16,),
+            learned_max_steps=16,
+            learned_batch_size=128,
+        )
 
     @classmethod
     def full(cls) -> Config:
-        """K ∈ {8, 16, 32}, 2048 trajectories."""
-        return cls(num_steps=(8, 16, 32), batch_size=2048)
+        """K ∈ {8, 16, 32}, 2048 trajectories (learned: 1024, full models)."""
+        return cls(num_steps=(8, 16, 32), batch_size=2048, max_steps=64)
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,14 +269,17 @@ def make_world(config: Config, name: str, key: Key) -> Any:
             key, config.gmm_modes, config.gmm_dim, scale=scale, std=config.gmm_std
         )
     if name == "tokens":
-        return TokenSequence.from_text(
+        spec = few_step.Config(
             length=config.token_length,
             dim=config.token_dim,
             std=config.token_std,
-            key=key,
             vocab_size=config.token_vocab,
             separation=config.token_separation,
+            smoothing=config.token_smoothing,
+            num_rare_tokens=config.token_padding,
+            learned_scale=None,
         )
+        return few_step.make_token_worlds(spec, key).text
     raise ValueError(f"unknown world {name!r}; valid worlds are {list(WORLDS)}")
 
 
@@ -214,10 +294,6 @@ def make_samplers(names: Sequence[str], *, rf_reference: bool = False) -> dict[s
 def sampler_kind(sampler: Any) -> str:
     """ "ode", "sde" or "hybrid" (the sampler's `kind`; "unknown" if it has none)."""
     return str(getattr(sampler, "kind", "unknown"))
-
-
-def _rf_copy(world: Any) -> Any:
-    return dataclasses.replace(world, schedule=schedules.get_schedule("rectified_flow"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,11 +347,8 @@ def commitment_from_tokens(
 
 
 @jax.jit
-def _tokens(world, x0_hat, x_final):
-    def read(x):
-        return jnp.argmax(world.logits(x), axis=-1)
-
-    return jax.vmap(jax.vmap(read))(x0_hat), jax.vmap(read)(x_final)
+def _final_tokens(world, x_final):
+    return jax.vmap(lambda x: jnp.argmax(world.logits(x), axis=-1))(x_final)
 
 
 def measure_world(
@@ -289,15 +362,23 @@ def measure_world(
     t_min: float = 1e-3,
     grid_kind: str = "uniform",
     rf_samplers: Sequence[str] = (*RF_SAMPLERS, _RF_REFERENCE),
+    max_steps: int | None = None,
+    x_init: Any = None,
     progress: Callable | None = None,
 ) -> dict[str, dict[int, dict[str, Any]]]:
     """Commitment of every sampler at every K on one categorical world.
 
     The world is a parameter: any world with `denoise`, `schedule`, `latent_shape` and
-    `logits` (a learned text world plugs in here). Samplers named in `rf_samplers` run on
-    a rectified-flow copy of the world (`dataclasses.replace(world, schedule=...)`; for a
-    world that cannot be copied, leave them out). Every run starts from the same noise ε
-    (x_init = σ(t_max)·ε on its schedule) with the same sampling key.
+    `logits` (the learned text world plugs in here). Samplers named in `rf_samplers` run
+    on a rectified-flow copy of the world (`dataclasses.replace(world, schedule=...)`);
+    a world already on the rectified-flow schedule is its own copy, and there the
+    reference ``euler_rf`` (which would be ``euler``) is left out. Every run starts from
+    the same x_init (default σ(t_max)·ε on its schedule) with the same sampling key.
+
+    Trajectories come from `few_step.sample_steps_many(..., record=True)`: the samplers'
+    own steps with the harness's keys, the readout of every step's x̂0 recorded, all
+    samplers compiled together once for every K ≤ `max_steps` (the program `few_step`
+    compiles for the same world, samplers and shapes: shared in one process).
 
     Args:
         world: a categorical world.
@@ -307,34 +388,62 @@ def measure_world(
         num_trajectories: batch size.
         t_max, t_min, grid_kind: of `readout_jax.time_grid`.
         rf_samplers: names run on the rectified-flow copy.
+        max_steps: length − 1 of the padded grid (default max K).
+        x_init: (num_trajectories, *latent) initial latents at t_max (default
+            `prior_sample` at t_max from the noise key).
         progress: optional `(iterable, total=, desc=) -> iterable` wrapper.
 
     Returns:
         name → K → dict with the `TrajectoryCommitment` fields as numpy arrays plus
-        `ts` (K + 1,), `nfe` (per trajectory) and `num_draws` (per trajectory).
+        `ts` (K + 1,), `nfe` (per trajectory, the terminal posterior mean included),
+        `num_draws` (per trajectory) and `x0` (the terminal outputs).
     """
     key_prior, key_sample = jr.split(key)
+    native_rf = isinstance(world.schedule, schedules.RectifiedFlow)
+    max_steps = max(num_steps) if max_steps is None else int(max_steps)
     rf_world = None
-    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in samplers}
-    jobs = [(name, k) for name in samplers for k in num_steps]
-    if progress is not None:
-        jobs = progress(jobs, total=len(jobs), desc="samplers")
-    for name, k in jobs:
+    runs: list[tuple[str, Any, Any]] = []  # (name, sampler, world it runs on)
+    for name, sampler in samplers.items():
+        if native_rf and name == _RF_REFERENCE:
+            continue  # the world is its own rectified-flow copy: euler_rf would be euler
         w = world
-        if name in rf_samplers:
-            rf_world = _rf_copy(world) if rf_world is None else rf_world
+        if name in rf_samplers and not native_rf:
+            rf_world = few_step.rectified_flow_copy(world) if rf_world is None else rf_world
             w = rf_world
-        ts = rj.time_grid(w.schedule, int(k), grid_kind, t_min=t_min, t_max=t_max)
-        x_init = rj.prior_sample(key_prior, w, num_trajectories, t=t_max)
-        res = rj.sample(samplers[name], w, key_sample, x_init, ts, record=rj.record_info)
-        tokens, final = _tokens(w, res.info.x0_hat, res.x0)
-        com = commitment_from_tokens(tokens, final)
-        out[name][int(k)] = {
-            **{f: np.asarray(v) for f, v in com._asdict().items()},
-            "ts": np.asarray(ts),
-            "nfe": np.asarray(jnp.sum(res.info.nfe, axis=1) + 1),
-            "num_draws": np.asarray(jnp.sum(res.info.num_draws, axis=1)),
-        }
+        runs.append((name, sampler, w))
+    starts = [
+        rj.prior_sample(key_prior, w, num_trajectories, t=t_max) if x_init is None else x_init
+        for _, _, w in runs
+    ]
+    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name, _, _ in runs}
+    ks = list(num_steps)
+    if progress is not None:
+        ks = progress(ks, total=len(ks), desc="K")
+    for k in ks:
+        grids = [
+            few_step.padded_grid(
+                w.schedule, int(k), max_steps, kind=grid_kind, t_min=t_min, t_max=t_max
+            )
+            for _, _, w in runs
+        ]
+        results = few_step.sample_steps_many(
+            [(s, w) for _, s, w in runs],
+            key_sample,
+            starts,
+            [g[0] for g in grids],
+            [g[1] for g in grids],
+            record=True,
+        )
+        for (name, _, w), (ts, _), res in zip(runs, grids, results, strict=True):
+            final = _final_tokens(w, jnp.asarray(res.x0))
+            com = commitment_from_tokens(res.tokens, final)
+            out[name][int(k)] = {
+                **{f: np.asarray(v) for f, v in com._asdict().items()},
+                "ts": np.asarray(ts),
+                "nfe": res.nfe + 1,
+                "num_draws": res.draws,
+                "x0": res.x0,
+            }
     return out
 
 
@@ -397,6 +506,7 @@ def ar_commitment(
     key: Key | None = None,
     decode_committed_fn: Callable[[Latent, Key], Float[Array, " L"]] | None = None,
     decode_soft_fn: Callable[[Latent, Key], Float[Array, " L"]] | None = None,
+    per_sequence: bool = False,
 ) -> dict[str, Any]:
     """The AR part of C3b: perplexity with committed tokens vs soft expectations fed back.
 
@@ -412,6 +522,8 @@ def ar_commitment(
         latents: (batch, *latent) latents to decode (e.g. sampler outputs).
         key: random key of the decoders.
         decode_committed_fn, decode_soft_fn: the two AR variants, both or neither.
+        per_sequence: also return the per-sequence mean NLLs ("nll_committed",
+            "nll_soft": numpy arrays of shape (batch,)).
 
     Returns:
         {"measured": False, "reason": ...} without decoders; else {"measured": True,
@@ -437,8 +549,11 @@ def ar_commitment(
         raise ValueError("pass both decode_committed_fn and decode_soft_fn, or neither")
     if latents is None or key is None:
         raise ValueError("ar_commitment needs latents and key when decoders are given")
-    res = diagnostics.ar_intervention(decode_committed_fn, decode_soft_fn, latents, key=key)
-    return {
+    if _is_pytree_fn(decode_committed_fn) and _is_pytree_fn(decode_soft_fn):
+        res = _ar_intervention_jit(decode_committed_fn, decode_soft_fn, latents, key)
+    else:
+        res = diagnostics.ar_intervention(decode_committed_fn, decode_soft_fn, latents, key=key)
+    out = {
         "measured": True,
         "world": world_name,
         "perplexity_committed": float(res.perplexity_committed),
@@ -447,6 +562,21 @@ def ar_commitment(
         "std_error_log_ratio": float(res.std_error_log_ratio),
         "batch": int(np.shape(latents)[0]),
     }
+    if per_sequence:
+        out["nll_committed"] = np.asarray(res.nll_committed, np.float64)
+        out["nll_soft"] = np.asarray(res.nll_soft, np.float64)
+    return out
+
+
+def _is_pytree_fn(fn: Any) -> bool:
+    """A callable pytree with array leaves (e.g. `learned.ARDecodeScorer`): jittable."""
+    leaves = jax.tree_util.tree_leaves(fn)
+    return bool(leaves) and all(isinstance(v, (jax.Array, np.ndarray)) for v in leaves)
+
+
+@jax.jit
+def _ar_intervention_jit(decode_committed_fn, decode_soft_fn, latents, key):
+    return diagnostics.ar_intervention(decode_committed_fn, decode_soft_fn, latents, key=key)
 
 
 def ar_claim(result: Mapping[str, Any], *, world_name: str, num_se: float = 1.96) -> Claim:
@@ -478,7 +608,16 @@ def ar_claim(result: Mapping[str, Any], *, world_name: str, num_se: float = 1.96
 # ---------------------------------------------------------------------------------------
 # Verdict
 # ---------------------------------------------------------------------------------------
-def _claim(config, world_name, world, records, summaries, groups) -> Claim | None:
+def _world_size(world_name: str, world: Any) -> str:
+    if world_name == "tokens":
+        return f"L = {world.length}, d = {world.dim}, V = {world.vocab_size}"
+    if world_name == "gmm":
+        return f"M = {world.num_modes}, n = {world.dim}"
+    length, width = world.latent_shape
+    return f"L = {length}, d = {width}, V = {world.vocab.size}"
+
+
+def _claim(config, world_name, size, records, summaries, groups, ar_note=None) -> Claim | None:
     ode = [s for s in groups["ode"] if s in records]
     stoch = [s for s in groups["sde"] + groups["hybrid"] if s in records]
     if not ode or not stoch:
@@ -500,21 +639,20 @@ def _claim(config, world_name, world, records, summaries, groups) -> Claim | Non
     why = ""
     if hi < 0:
         why = (
-            " NOT HELD, and the data point the other way: on this exact world the ODE "
+            f" NOT HELD, and the data point the other way: on this world the ODE "
             "samplers' intermediate readouts agree with their final tokens MORE often than "
             "the stochastic samplers' do. CCI scores agreement with the final token. A "
             "deterministic flow's final token is a fixed function of its current state, "
-            "which the readout of the exact posterior mean x̂0 predicts well; an SDE / "
+            f"which the readout of the {'learned' if ar_note else 'exact'} posterior mean "
+            "x̂0 predicts well; an SDE / "
             "hybrid sampler keeps injecting noise that can still change its final token "
             "late in the trajectory (compare the change counts and half-commitment steps). "
             "By this measure the stochastic samplers decide later."
         )
     elif lo <= 0:
         why = " NOT HELD: the paired difference is not distinguishable from 0 at this sample size."
-    if world_name == "tokens":
-        size = f"L = {world.length}, d = {world.dim}, V = {world.vocab_size}"
-    else:
-        size = f"M = {world.num_modes}, n = {world.dim}"
+    if ar_note is None:
+        ar_note = "AR intervention: not measured on exact worlds (no AR decoder)."
     return _framework.claim_from_se(
         CLAIM,
         f"deterministic samplers commit late: CCI(SDE/hybrid) − CCI(ODE) > 0, paired over "
@@ -527,7 +665,7 @@ def _claim(config, world_name, world, records, summaries, groups) -> Claim | Non
         rule="above",
         detail=(
             f"ODE = {ode}, SDE/hybrid = {stoch}; {'; '.join(per_k)}. At K = {ks[-1]}: "
-            f"{per_sampler}.{why} AR intervention: not measured on exact worlds."
+            f"{per_sampler}.{why} {ar_note}"
         ),
     )
 
@@ -548,12 +686,15 @@ def _color(i: int):
 def curves_figure(panels: dict[str, dict[str, dict[int, dict[str, Any]]]], kinds: dict[str, str]):
     """c(t_k) vs step fraction k/K per sampler; rows = worlds, columns = K."""
     worlds = list(panels)
-    ks = sorted(next(iter(panels[worlds[0]].values())).keys())
+    ks_of = {w: sorted(next(iter(panels[w].values())).keys()) for w in worlds}
+    ncols = max(len(ks) for ks in ks_of.values())
     fig, axes = plotting.new_figure(
-        len(worlds), len(ks), panel_size=(3.8, 3.0), sharex=True, sharey=True
+        len(worlds), ncols, panel_size=(3.8, 3.0), sharex=True, sharey=True
     )
     for r, w in enumerate(worlds):
-        for c, k in enumerate(ks):
+        for c in range(len(ks_of[w]), ncols):
+            axes[r, c].set_visible(False)
+        for c, k in enumerate(ks_of[w]):
             ax = axes[r, c]
             for i, (name, by_k) in enumerate(panels[w].items()):
                 curve = np.asarray(by_k[k]["mean_curve"])
@@ -623,7 +764,11 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
     panels: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     for i, world_name in enumerate(config.worlds):
-        world = make_world(config, world_name, jr.fold_in(key_worlds, i))
+        # the token world from the key `few_step` builds its worlds with: with the same
+        # run seed it is few_step's ``text`` world itself (its static vocabulary included),
+        # so the compiled samplers are shared in one process
+        world_key = key_worlds if world_name == "tokens" else jr.fold_in(key_worlds, i)
+        world = make_world(config, world_name, world_key)
         ctx.log(f"{world_name} world: {len(samplers)} samplers × K = {list(config.num_steps)}")
         records = measure_world(
             world,
@@ -644,7 +789,9 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
             for k, r in by_k.items():
                 arrays[f"{world_name}_{s}_K{k}_cci"] = r["index"]
                 arrays[f"{world_name}_{s}_K{k}_curve"] = r["curve"].mean(axis=0)
-        claim = _claim(config, world_name, world, records, summaries, groups)
+        claim = _claim(
+            config, world_name, _world_size(world_name, world), records, summaries, groups
+        )
         if claim is not None:
             claims.append(claim)
         diff = None
@@ -660,10 +807,170 @@ def measure(config: Config, ctx: RunContext) -> Measurement:
             "renoise_vs_rf_euler": rf_pair,
             "ar_intervention": ar_commitment(world),
         }
+    if config.learned_scale is not None:
+        learned = measure_learned(config, ctx, samplers, groups, key=jr.fold_in(key_runs, 99))
+        claims += learned["claims"]
+        metrics["learned"] = learned["metrics"]
+        panels[LEARNED_WORLD] = learned["metrics"]["samplers"]
+        for s, by_k in learned["records"].items():
+            for k, r in by_k.items():
+                arrays[f"learned_{s}_K{k}_cci"] = r["index"]
+                arrays[f"learned_{s}_K{k}_curve"] = r["curve"].mean(axis=0)
     ctx.save_figure(curves_figure(panels, kinds), "commitment_curves.png")
     ctx.save_figure(summary_figure(panels, kinds), "cci_by_sampler.png")
     ctx.save_arrays("commitment.npz", **arrays)
     return Measurement(metrics, claims)
+
+
+def measure_learned(
+    config: Config,
+    ctx: RunContext,
+    samplers: Mapping[str, Any],
+    groups: Mapping[str, Sequence[str]],
+    *,
+    key: Key,
+) -> dict[str, Any]:
+    """CCI of every sampler on the learned text world, and the AR intervention (C3b).
+
+    The trajectories start from the encoded validation latents noised to t_max
+    (`few_step.learned_inputs`, as in `few_step`). The AR intervention decodes (greedy,
+    temperature 0) with committed tokens vs soft expectations fed back, scored by the
+    evaluator LM, the N clean validation latents and every sampler's terminal outputs at
+    the largest learned K (module docstring: the two claim rows).
+
+    Returns:
+        {"metrics", "claims": [CCI claim, AR claim (validation), AR claim (generated)],
+        "records"}.
+    """
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    ctx.log(f"learned worlds ({config.learned_scale}): loading (training what is missing)")
+    worlds = few_step.learned_worlds(
+        config.learned_scale,
+        seed=config.learned_seed,
+        models_dir=config.models_dir,
+        progress=ctx.show_progress,
+    )
+    text = worlds.text
+    key_inputs, key_runs, key_ar = jr.split(key, 3)
+    inputs = few_step.learned_inputs(
+        text, text.val_tokens, config.learned_batch_size, key_inputs, config.t_max
+    )
+    ctx.log(f"learned text: {len(samplers)} samplers × K = {list(config.learned_num_steps)}")
+    records = measure_world(
+        text.manifold,
+        samplers,
+        config.learned_num_steps,
+        key=key_runs,
+        num_trajectories=config.learned_batch_size,
+        t_max=config.t_max,
+        t_min=config.t_min,
+        grid_kind=config.grid_kind,
+        max_steps=config.learned_max_steps or max(config.learned_num_steps),
+        x_init=inputs.x_init,
+        progress=lambda it, total, desc: ctx.progress(it, total=total, desc=f"learned {desc}"),
+    )
+    summaries = {s: {k: _summary(r) for k, r in by_k.items()} for s, by_k in records.items()}
+    committed_fn = text.ar_decode_fn("committed")
+    soft_fn = text.ar_decode_fn("soft")
+    ctx.log("AR intervention: committed vs soft feedback")
+    ar_val = ar_commitment(
+        text, inputs.x0, key=key_ar, decode_committed_fn=committed_fn, decode_soft_fn=soft_fn
+    )
+    k_last = max(config.learned_num_steps)
+    ar_generated = {
+        s: ar_commitment(
+            text,
+            jnp.asarray(by_k[k_last]["x0"]),
+            key=key_ar,
+            decode_committed_fn=committed_fn,
+            decode_soft_fn=soft_fn,
+            per_sequence=True,
+        )
+        for s, by_k in records.items()
+    }
+    # pooled over the samplers: per latent i (the same x_init for every sampler), the
+    # mean over samplers of the per-sequence NLL difference soft − committed
+    diff = np.stack([r.pop("nll_soft") - r.pop("nll_committed") for r in ar_generated.values()])
+    pooled_mean, pooled_se = _framework.mean_with_se(diff.mean(axis=0))
+    ar_pooled = {
+        "measured": True,
+        "log_ratio": pooled_mean,
+        "std_error_log_ratio": pooled_se,
+        "perplexity_committed": float(
+            np.exp(np.mean([np.log(r["perplexity_committed"]) for r in ar_generated.values()]))
+        ),
+        "perplexity_soft": float(
+            np.exp(np.mean([np.log(r["perplexity_soft"]) for r in ar_generated.values()]))
+        ),
+        "batch": int(diff.shape[1]),
+        "num_samplers": int(diff.shape[0]),
+        "steps": k_last,
+    }
+    listing = "; ".join(
+        f"{s}: {r['perplexity_committed']:.3g} vs {r['perplexity_soft']:.3g}"
+        for s, r in ar_generated.items()
+    )
+    ar_note = (
+        f"AR intervention on the {ar_val['batch']} clean validation latents: perplexity "
+        f"committed {ar_val['perplexity_committed']:.3g} vs soft {ar_val['perplexity_soft']:.3g}"
+        f"; on each sampler's outputs at K = {k_last} (committed vs soft): {listing}."
+    )
+    name = f"learned text ({worlds.scale} models)"
+    claims = []
+    cci_claim = _claim(
+        config,
+        name,
+        _world_size(LEARNED_WORLD, text),
+        records,
+        summaries,
+        groups,
+        ar_note=ar_note,
+    )
+    if cci_claim is not None:
+        claims.append(cci_claim)
+    ar_row = ar_claim(
+        ar_val,
+        world_name=f"{name}, {ar_val['batch']} clean validation latents",
+        num_se=config.num_se,
+    )
+    claims.append(
+        dataclasses.replace(
+            ar_row, detail=f"{ar_row.detail}. Sampled latents, K = {k_last}: {listing}"
+        )
+    )
+    gen_row = ar_claim(
+        ar_pooled,
+        world_name=(
+            f"{name}, the latents generated by every sampler at K = {k_last} ("
+            f"{ar_pooled['num_samplers']} samplers × {ar_pooled['batch']}; pooled, paired per "
+            "initial latent)"
+        ),
+        num_se=config.num_se,
+    )
+    claims.append(
+        dataclasses.replace(
+            gen_row,
+            detail=(
+                f"{gen_row.detail} (geometric means over the samplers). Per sampler, "
+                f"committed vs soft: {listing}"
+            ),
+        )
+    )
+    metrics = {
+        "scale": worlds.scale,
+        "samplers": summaries,
+        "stochastic_minus_ode_cci": None
+        if cci_claim is None
+        else {"measured": cci_claim.measured, "interval": cci_claim.interval},
+        "ar_intervention": ar_val,
+        "ar_intervention_generated": ar_generated,
+        "ar_intervention_generated_pooled": ar_pooled,
+        "ar_generated_steps": k_last,
+        "models": few_step.learned_model_summary(worlds),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "cpu_seconds": time.process_time() - cpu_start,
+    }
+    return {"metrics": metrics, "claims": claims, "records": records}
 
 
 def run(config: Config, out_dir: Any = "results", seed: int | None = None) -> dict[str, Any]:

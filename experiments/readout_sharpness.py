@@ -1,4 +1,5 @@
-"""Claim C2 (SPEC §1), toy part: sharp categorical readouts have DABI ≫ 1, smooth ones ≈ 1.
+"""Claim C2 (SPEC §1): sharp categorical readouts have DABI ≫ 1, smooth ones ≈ 1; on toy
+readouts and on the learned text (parallel, AR) and image decoders.
 
 DABI (SPEC §5, `readout_jax.diagnostics.dabi_variants`) at a clean latent x is the
 readout's own output change along the boundary-aligned direction over its mean change
@@ -23,11 +24,22 @@ This module measures it, on the same clean latents, for
   text, L positions of dimension d): its per-position categorical readout, at the same
   β grid; the verdict uses β = `token_sharpness` (1: the world's own Bayes readout).
 
-`measure_readout` takes any world or readout callable and its latents, so a later issue
-plugs the learned text decoders (parallel, AR) and the learned image decoder into the
-same measurement. DABI of a sharp readout is a ratio of exponentially small probability
-changes, so the measurement runs in float64 (`use_float64`): in float32 the isotropic
-denominator underflows to 0 (DABI = ∞) for β·margin ≳ 90.
+`measure_readout` takes any world or readout callable and its latents; the learned
+decoders are measured with it (`measure_learned`, `learned_scale`; the worlds come from
+`few_step.learned_worlds`, built once per process): on encoded validation latents,
+
+- the **parallel text decoder** (the learned text manifold's readout, logits (L, V));
+- the **AR text decoder** as `TeacherForcedAR`: its logits with the latent's own greedy
+  committed decode fed back as the (fixed) prefix, the readout each step of AR
+  decoding applies; one DABI call per latent (`measure_readout_per_latent`);
+- the **image decoder** (digits, pixels): Euclidean change at δ = `learned_image_delta`.
+
+DABI of a sharp readout is a ratio of exponentially small probability changes, so the
+measurement runs in float64 (`use_float64`): in float32 the isotropic denominator
+underflows to 0 (DABI = ∞) for β·margin ≳ 90. The learned models compute in float32
+whatever `use_float64` says, so a very sharp position of a learned decoder can show
+DABI = ∞ (no isotropic direction changes its probabilities in float32); such positions
+are counted in the claim's detail.
 
 **What to expect (stated before the data).** For a smooth map at linear order, DABI =
 σ_max(J)/sqrt(mean_i σ_i(J)²) = sqrt(n / stable rank): exactly 1 for an isotropic linear
@@ -59,6 +71,13 @@ resamples; the positions of a latent are resampled together).
   whole interval lies in [0, 2] (predicted 1 ± 1; DABI ≥ 1 at linear order by Jensen).
   The identity readout, which must give exactly 1, is reported beside it as a check.
 
+- C2 learned, text vs image (one row for the parallel decoder, one for the AR decoder):
+  R = median DABI(text, TV at δ = 2·d) / median DABI(image, Euclidean); held iff the
+  lower end of its 95% bootstrap interval (latents of both resampled) is >
+  `sharp_threshold`.
+- C2 learned image: the median DABI of the image decoder within the smooth band
+  [smooth_predicted ± smooth_tolerance] (the toy decoder's rule).
+
 How DABI grows with n is reported per β and variant as a log–log slope with its 95%
 interval (`fit_power_law`; the soft-limit prediction is 1/2, the sharp limit is not a
 power law, see r²).
@@ -71,6 +90,7 @@ import dataclasses
 import functools as ft
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -80,14 +100,19 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from experiments import _framework
+from experiments import _framework, few_step
 from experiments._framework import Claim, Measurement, RunContext
 from readout_jax import diagnostics, plotting, readouts
-from readout_jax._pytree import pytree_dataclass
+from readout_jax._pytree import pytree_dataclass, static_field
 from readout_jax._types import Array, Float, Key
 from readout_jax.manifolds import GaussianMixture, TokenSequence
 
 __all__ = [
+    "TeacherForcedAR",
+    "measure_readout_per_latent",
+    "median_ratio_interval",
+    "measure_learned",
+    "learned_figure",
     "NAME",
     "CLAIM",
     "CATEGORICAL_VARIANTS",
@@ -148,6 +173,17 @@ class Config:
         num_bootstrap: bootstrap resamples of the latents.
         num_dense: latents of the dense-Jacobian check of the linearised smooth DABI.
         use_float64: run the DABI measurement in float64 (see module docstring).
+        learned_scale: scale of the learned worlds (`few_step.LEARNED_SCALES`), or None
+            to skip them.
+        models_dir: folder of the cached trained models (None: the library default).
+        learned_seed: the learned models' training seed.
+        learned_text_latents: encoded validation windows for the parallel decoder.
+        learned_ar_latents: encoded validation windows for the AR decoder (one DABI call
+            each: its readout depends on the latent's own committed prefix).
+        learned_image_latents: encoded validation digits for the image decoder.
+        learned_image_delta: δ of the image decoder's primary setting, in latent units
+            (the learned latents are RMS-normalised: unit scale per coordinate).
+        learned_chunk: latents per DABI evaluation chunk of the text decoders (memory).
     """
 
     seed: int = 0
@@ -181,6 +217,14 @@ class Config:
     num_bootstrap: int = 2000
     num_dense: int = 32
     use_float64: bool = True
+    learned_scale: str | None = "quick"
+    models_dir: str | None = None
+    learned_seed: int = 0
+    learned_text_latents: int = 64
+    learned_ar_latents: int = 16
+    learned_image_latents: int = 64
+    learned_image_delta: float = 0.5
+    learned_chunk: int = 8
 
     def __post_init__(self):
         if len(self.dims) < 1 or any(int(n) != n or n < 2 for n in self.dims):
@@ -209,11 +253,26 @@ class Config:
             raise ValueError("std, separation, smooth_delta and token_std must be > 0")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        few_step.check_learned_scale(self.learned_scale)
+        sizes = (self.learned_text_latents, self.learned_ar_latents, self.learned_image_latents)
+        if min(sizes) < 2:
+            raise ValueError(
+                "learned_text_latents, learned_ar_latents and learned_image_latents must be >= 2"
+            )
+        if not self.learned_image_delta > 0 or self.learned_chunk < 1:
+            raise ValueError("need learned_image_delta > 0 and learned_chunk >= 1")
 
     @classmethod
     def quick(cls) -> Config:
-        """≈ 1 minute of CPU (mostly compilation: one DABI program per n and readout)."""
-        return cls()
+        """n ∈ {2, 8, 32}, no δ-grid variants (the full scale has them), and the learned
+        worlds (quick models): mostly compilation, one DABI program per n and readout."""
+        return cls(
+            dims=(2, 8, 32),
+            delta_grid=(),
+            token_latents=64,
+            learned_text_latents=32,
+            learned_ar_latents=12,
+        )
 
     @classmethod
     def full(cls) -> Config:
@@ -226,6 +285,10 @@ class Config:
             num_directions=256,
             delta_grid=(0.03, 0.1, 0.3, 1.0, 3.0),
             token_chunk=8,
+            learned_scale="full",
+            learned_text_latents=256,
+            learned_ar_latents=64,
+            learned_image_latents=359,
         )
 
 
@@ -953,6 +1016,414 @@ def delta_grid_figure(data: dict[str, Any]):
 
 
 # ---------------------------------------------------------------------------------------
+# Learned worlds
+# ---------------------------------------------------------------------------------------
+@pytree_dataclass
+class TeacherForcedAR:
+    """The learned AR text decoder as a categorical readout of ONE latent, its prefix
+    held fixed: logits(x) = AR(x, prefix) (L, V), position i conditioned on x and on the
+    committed tokens prefix[:i].
+
+    This is the readout the AR decoder applies at every step of decoding: at step i the
+    earlier tokens are already committed, and the latent alone moves the distribution of
+    token i. With `prefix` = the decoder's own greedy decode of the clean latent (as
+    `measure_learned` does) the logits at the clean latent are exactly those of
+    `learned.TextWorld.ar_readout`, which re-decodes the prefix at every perturbed
+    latent (L sequential passes per evaluation instead of one).
+
+    Attributes:
+        graphdef: the AR decoder's static graph (`nnx.split(world.autoencoder.ar)`).
+        state: its parameters.
+        prefix: (L,) int32 the committed tokens fed back.
+    """
+
+    graphdef: Any = static_field()
+    state: Any
+    prefix: Any
+
+    readout_kind: ClassVar[str] = "categorical"
+
+    def logits(self, x: Float[Array, "L d"]) -> Float[Array, "L V"]:
+        """Teacher-forced logits (L, V) of one latent."""
+        from flax import nnx
+
+        ar = nnx.merge(self.graphdef, self.state)
+        return ar(x, self.prefix).astype(x.dtype)
+
+    def decode(self, x):
+        """The smooth part of the readout: the logits."""
+        return self.logits(x)
+
+    def readout(self, x):
+        """Argmax token per position (L,)."""
+        return jnp.argmax(self.logits(x), axis=-1)
+
+
+def measure_readout_per_latent(
+    readouts: Sequence[Any],
+    latents: Float[Array, " num *latent"],
+    *,
+    key: Key,
+    rng: np.random.Generator,
+    delta: float | None = None,
+    delta_grid: Sequence[float] | None = None,
+    num_directions: int = diagnostics.MIN_DIRECTIONS,
+    num_bootstrap: int = 2000,
+    confidence: float = 0.95,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """`measure_readout` for a readout that differs per latent (readouts[i] reads
+    latents[i]), e.g. `TeacherForcedAR` with each latent's own prefix.
+
+    One `dabi_variants` call per latent, all with the same `key` (the same isotropic
+    directions, as for a batch) and readouts of one pytree type and shape (one
+    compilation). Returns the same `(summary, per_latent)` as `measure_readout`.
+    """
+    if len(readouts) != np.shape(latents)[0]:
+        raise ValueError(
+            f"need one readout per latent, got {len(readouts)} readouts for "
+            f"{np.shape(latents)[0]} latents"
+        )
+    grid = None if delta_grid is None else jnp.asarray(delta_grid, latents.dtype)
+    parts: dict[str, list[np.ndarray]] = {}
+    for i, readout in enumerate(readouts):
+        out = diagnostics.dabi_variants(
+            readout,
+            latents[i : i + 1],
+            key=key,
+            delta=delta,
+            delta_grid=grid,
+            num_directions=num_directions,
+        )
+        for name, res in out.items():
+            parts.setdefault(name, []).append(np.asarray(res.index, np.float64))
+    stats = ft.partial(summarize_index, rng=rng, num_bootstrap=num_bootstrap, confidence=confidence)
+    summary: dict[str, Any] = {}
+    per_latent = {name: np.concatenate(v, axis=0) for name, v in parts.items()}
+    for name, idx in per_latent.items():
+        if name.endswith("_grid"):
+            summary[name] = [
+                {"delta": float(d), **stats(idx[:, g])} for g, d in enumerate(np.asarray(grid))
+            ]
+        else:
+            summary[name] = stats(idx)
+    return summary, per_latent
+
+
+def _pick(key: Key, total: int, num: int) -> np.ndarray:
+    """`num` distinct indices in range(total) (all of them, shuffled, if num ≥ total)."""
+    return np.asarray(jr.permutation(key, total))[: min(num, total)]
+
+
+def median_ratio_interval(
+    a: Any,
+    b: Any,
+    *,
+    rng: np.random.Generator,
+    num_bootstrap: int = 2000,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """median(a)/median(b) with a percentile-bootstrap interval.
+
+    a: (num_a, *positions) and b: (num_b, *positions) per-latent indices of two
+    independent sets of latents; each resample draws the latents (rows, positions kept
+    together) of both sets independently and takes the ratio of their lower medians
+    (NaN ignored, +inf kept).
+
+    Returns:
+        dict with ratio, ci_low, ci_high, median_a, median_b.
+    """
+    va = np.asarray(a, np.float64).reshape(np.shape(a)[0], -1)
+    vb = np.asarray(b, np.float64).reshape(np.shape(b)[0], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med_a = float(np.nanquantile(va.reshape(-1), 0.5, method="inverted_cdf"))
+        med_b = float(np.nanquantile(vb.reshape(-1), 0.5, method="inverted_cdf"))
+    ratios = []
+    for start in range(0, num_bootstrap, 256):
+        size = min(256, num_bootstrap - start)
+        ra = rng.integers(0, va.shape[0], size=(size, va.shape[0]))
+        rb = rng.integers(0, vb.shape[0], size=(size, vb.shape[0]))
+        ma = _lower_median_rows(va[ra].reshape(size, -1))
+        mb = _lower_median_rows(vb[rb].reshape(size, -1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(ma / mb)
+    boot = np.concatenate(ratios)
+    boot = boot[~np.isnan(boot)]
+    alpha = 0.5 * (1.0 - confidence)
+    lo, hi = (
+        np.quantile(boot, [alpha, 1.0 - alpha], method="inverted_cdf")
+        if boot.size
+        else (np.nan, np.nan)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = med_a / med_b if med_b else float("inf")
+    return {
+        "ratio": float(ratio),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "median_a": med_a,
+        "median_b": med_b,
+    }
+
+
+def measure_learned(config: Config, ctx: RunContext, *, key: Key, rng: np.random.Generator):
+    """DABI (every variant) of the learned parallel and AR text decoders and of the
+    learned image decoder, on encoded validation latents; the learned C2 claims.
+
+    Text: `learned_text_latents` random validation windows, encoded (RMS-normalised
+    latents (L, d)); the parallel decoder is the text manifold's own readout; the AR
+    decoder is `TeacherForcedAR` with each latent's greedy committed decode as prefix
+    (on the first `learned_ar_latents` of them). Primary δ = 2·d(x) per position, the δ
+    grid in latent units. Image: `learned_image_latents` random validation digits,
+    encoded (latents (d,)); Euclidean pixel change at δ = `learned_image_delta` and the
+    grid. The same isotropic-direction key for all three.
+
+    Returns:
+        {"metrics": ..., "claims": [...], "per_latent": {readout: primary index}}.
+    """
+    from flax import nnx
+
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    ctx.log(f"learned worlds ({config.learned_scale}): loading (training what is missing)")
+    worlds = few_step.learned_worlds(
+        config.learned_scale,
+        seed=config.learned_seed,
+        models_dir=config.models_dir,
+        progress=ctx.show_progress,
+    )
+    text, image = worlds.text, worlds.image
+    key_text, key_image, key_dirs = jr.split(key, 3)
+    dtype = jnp.result_type(float)
+    grid = tuple(config.delta_grid) or None
+    stats = {"num_bootstrap": config.num_bootstrap, "confidence": config.confidence}
+    tokens = np.asarray(text.val_tokens)[
+        _pick(key_text, text.val_tokens.shape[0], config.learned_text_latents)
+    ]
+    latents = jnp.asarray(text.encode(tokens), dtype)
+    ctx.log(f"learned parallel decoder: {latents.shape[0]} latents")
+    parallel, parallel_per = measure_readout(
+        text.manifold,
+        latents,
+        key=key_dirs,
+        rng=rng,
+        delta_grid=grid,
+        num_directions=config.num_directions,
+        chunk_size=config.learned_chunk,
+        **stats,
+    )
+    num_ar = min(config.learned_ar_latents, latents.shape[0])
+    ar_latents = latents[:num_ar]
+    prefix, _ = text.ar_decode(ar_latents)  # greedy, committed feedback
+    graphdef, state = nnx.split(text.autoencoder.ar)
+    ar_readouts = [TeacherForcedAR(graphdef, state, jnp.asarray(p)) for p in np.asarray(prefix)]
+    ctx.log(f"learned AR decoder: {num_ar} latents")
+    ar, ar_per = measure_readout_per_latent(
+        ar_readouts,
+        ar_latents,
+        key=key_dirs,
+        rng=rng,
+        delta_grid=grid,
+        num_directions=config.num_directions,
+        **stats,
+    )
+    images = np.asarray(image.val_images)[
+        _pick(key_image, image.val_images.shape[0], config.learned_image_latents)
+    ]
+    image_latents = jnp.asarray(image.encode(images), dtype)
+    ctx.log(f"learned image decoder: {image_latents.shape[0]} latents")
+    img, img_per = measure_readout(
+        image.manifold,
+        image_latents,
+        key=key_dirs,
+        rng=rng,
+        delta=config.learned_image_delta,
+        delta_grid=grid,
+        num_directions=config.num_directions,
+        **stats,
+    )
+    margins = np.asarray(_margins(text.manifold, latents))
+    ratios = {
+        name: median_ratio_interval(per["tv"], img_per["euclidean"], rng=rng, **stats)
+        for name, per in (("parallel", parallel_per), ("ar", ar_per))
+    }
+    metrics = {
+        "scale": worlds.scale,
+        "text": {
+            "parallel": parallel,
+            "ar": ar,
+            "num_latents": int(latents.shape[0]),
+            "num_ar_latents": int(num_ar),
+            "latent_shape": list(text.latent_shape),
+            "vocab_size": int(text.vocab.size),
+            "median_margin_parallel": float(np.median(margins)),
+            "ar_prefix_accuracy": float(np.mean(np.asarray(prefix) == tokens[:num_ar])),
+        },
+        "image": {
+            "decoder": img,
+            "num_latents": int(image_latents.shape[0]),
+            "latent_shape": list(image.latent_shape),
+            "delta": config.learned_image_delta,
+        },
+        "ratios": ratios,
+        "models": few_step.learned_model_summary(worlds),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "cpu_seconds": time.process_time() - cpu_start,
+    }
+    claims = [
+        _learned_ratio_claim(config, "parallel", metrics, worlds.scale),
+        _learned_ratio_claim(config, "ar", metrics, worlds.scale),
+        _learned_image_claim(config, metrics, worlds.scale),
+    ]
+    per_latent = {
+        "parallel": parallel_per["tv"],
+        "ar": ar_per["tv"],
+        "image": img_per["euclidean"],
+    }
+    return {"metrics": metrics, "claims": claims, "per_latent": per_latent}
+
+
+_DECODER_NAMES = {
+    "parallel": "parallel",
+    "ar": "autoregressive (teacher-forced on its own greedy decode)",
+}
+
+
+def _learned_ratio_claim(config: Config, which: str, metrics: dict[str, Any], scale: str) -> Claim:
+    r = metrics["ratios"][which]
+    t = metrics["text"][which]["tv"]
+    i = metrics["image"]["decoder"]["euclidean"]
+    length, width = metrics["text"]["latent_shape"]
+    return _framework.claim_from_interval(
+        CLAIM,
+        f"learned text decoder ({_DECODER_NAMES[which]}, {scale} models, L = {length}, "
+        f"d = {width}) vs learned image decoder (digits, d = "
+        f"{metrics['image']['latent_shape'][0]}), encoded validation latents: median "
+        f"DABI(text, TV at δ = 2·d) / median DABI(image, Euclidean at δ = "
+        f"{config.learned_image_delta:g}) > {config.sharp_threshold:g}",
+        measured=r["ratio"],
+        interval=(r["ci_low"], r["ci_high"]),
+        predicted=config.sharp_threshold,
+        tolerance=0.0,
+        rule="above",
+        detail=(
+            f"95% bootstrap interval over both sets of latents. Text: {_fmt_cell(t)}, "
+            f"{100 * t['fraction_infinite']:.0f}% of positions with DABI = ∞ (no isotropic "
+            f"direction changed the float32 decoder's output), {t['num']} latents × "
+            f"{length} positions"
+            + (
+                f"; median margin {metrics['text']['median_margin_parallel']:.3g} nats"
+                if which == "parallel"
+                else f"; greedy decode = the encoded text at "
+                f"{100 * metrics['text']['ar_prefix_accuracy']:.0f}% of positions"
+            )
+            + f". Image: {_fmt_cell(i)}, {i['num']} latents."
+        ),
+    )
+
+
+def _learned_image_claim(config: Config, metrics: dict[str, Any], scale: str) -> Claim:
+    s = metrics["image"]["decoder"]["euclidean"]
+    lin = metrics["image"]["decoder"]["linearized"]
+    return _framework.claim_from_interval(
+        CLAIM,
+        f"learned image decoder (digits, {scale} models, d = "
+        f"{metrics['image']['latent_shape'][0]}), encoded validation latents: median DABI "
+        f"(Euclidean at δ = {config.learned_image_delta:g}) ≈ 1, within "
+        f"{config.smooth_predicted:g} ± {config.smooth_tolerance:g}",
+        measured=s["median"],
+        interval=(s["ci_low"], s["ci_high"]),
+        predicted=config.smooth_predicted,
+        tolerance=config.smooth_tolerance,
+        rule="within",
+        detail=(
+            f"{_fmt_cell(s)}; linearised |J n̂|/sqrt(mean |J u|²): {_fmt_cell(lin)} (at "
+            "linear order sqrt(d / stable rank of the decoder Jacobian))."
+        ),
+    )
+
+
+@plotting.styled
+def learned_figure(data: dict[str, Any], per_latent: dict[str, np.ndarray], threshold: float):
+    """Left: per-latent primary DABI of the learned decoders (text: every position; log
+    scale; ∞ drawn at the top edge). Right: median of every variant per decoder."""
+    fig, axes = plotting.new_figure(1, 2, panel_size=(4.8, 3.6))
+    ax = axes[0, 0]
+    labels = ["text: parallel", "text: AR", "image"]
+    finite_all = np.concatenate(
+        [v[np.isfinite(v) & (v > 0)].ravel() for v in per_latent.values()] + [np.ones(1)]
+    )
+    top = 10 ** np.ceil(np.log10(finite_all.max() * 3))
+    for i, name in enumerate(("parallel", "ar", "image")):
+        v = np.asarray(per_latent[name], float).ravel()
+        v = v[~np.isnan(v)]
+        shown = np.where(np.isinf(v), top, v)
+        shown = shown[shown > 0]
+        jitter = np.random.default_rng(i).uniform(-0.25, 0.25, shown.size)
+        ax.plot(i + jitter, shown, ".", alpha=0.3, color=f"C{i}", markersize=3)
+        med = np.nanquantile(v, 0.5, method="inverted_cdf") if v.size else np.nan
+        if np.isfinite(med) and med > 0:
+            ax.plot([i - 0.35, i + 0.35], [med, med], "k-", linewidth=2)
+    ax.axhline(
+        threshold, color="C3", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}"
+    )
+    ax.axhline(1.0, color="0.3", linewidth=0.8, label="isotropic (1)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(3), labels)
+    plotting.label_axes(
+        ax,
+        "decoder",
+        "DABI per latent (position)",
+        yunit="1",
+        title="learned decoders, primary setting (— median)",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    rows = (
+        ("text: parallel", data["text"]["parallel"], CATEGORICAL_VARIANTS),
+        ("text: AR", data["text"]["ar"], CATEGORICAL_VARIANTS),
+        ("image", data["image"]["decoder"], SMOOTH_VARIANTS),
+    )
+    xticks, xlabels, missing = [], [], []
+    x = 0
+    for i, (label, summary, variants) in enumerate(rows):
+        for v in variants:
+            cell = summary[v]
+            med = cell["median"]
+            if np.isfinite(med) and med > 0:
+                lo, hi = cell["q25"], cell["q75"] if np.isfinite(cell["q75"]) else med
+                ax.errorbar(
+                    [x], [med], yerr=[[med - lo], [max(hi - med, 0)]], fmt="o", color=f"C{i}"
+                )
+            else:
+                missing.append(f"{label} {v}: median {med:.3g}")
+            xticks.append(x)
+            xlabels.append(v)
+            x += 1
+        x += 1
+    if missing:
+        ax.text(
+            0.02,
+            0.98,
+            "not drawn (∞: no isotropic direction changed it):\n" + "\n".join(missing),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=6,
+        )
+    ax.axhline(threshold, color="C3", linestyle="--", linewidth=0.8)
+    ax.axhline(1.0, color="0.3", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(xticks, xlabels, rotation=60, fontsize=7)
+    plotting.label_axes(
+        ax,
+        "variant (parallel | AR | image)",
+        "median DABI (quartile bars)",
+        yunit="1",
+        title="every DABI variant",
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
 # The experiment
 # ---------------------------------------------------------------------------------------
 def _strip(cells):
@@ -1085,11 +1556,22 @@ def _measure(config: Config, ctx: RunContext) -> Measurement:
     if token is not None:
         claims.append(token_claim(config, token_world, token_cells))
     claims.append(_smooth_claim(config, dims, mlp, identity, dense))
+    learned = None
+    if config.learned_scale is not None:
+        learned = measure_learned(config, ctx, key=jr.fold_in(key_world, 7), rng=rng)
+        claims += learned["claims"]
+        data["learned"] = learned["metrics"]
+        arrays.update({f"learned_{k}": v for k, v in learned["per_latent"].items()})
 
     ctx.save_figure(dimension_figure(data), "dabi_vs_dimension.png")
     ctx.save_figure(variants_figure(data), "dabi_variants.png")
     if grid is not None:
         ctx.save_figure(delta_grid_figure(data), "dabi_delta_grid.png")
+    if learned is not None:
+        ctx.save_figure(
+            learned_figure(learned["metrics"], learned["per_latent"], config.sharp_threshold),
+            "dabi_learned.png",
+        )
     ctx.save_arrays("dabi_primary.npz", sharpness=np.asarray(config.sharpness), **arrays)
     return Measurement(data, claims)
 

@@ -3,10 +3,12 @@
 import dataclasses
 import math
 
+import jax
 import jax.random as jr
 import numpy as np
 import pytest
 
+from experiments import few_step
 from experiments import readout_sharpness as rs
 from readout_jax import diagnostics
 from readout_jax import io as rio
@@ -16,7 +18,7 @@ TINY = dataclasses.replace(
     dims=(6,),
     sharpness=(1.0, 16.0),
     num_latents=8,
-    delta_grid=(),  # no δ-grid variants: one compile less per readout (the quick run has them)
+    delta_grid=(),  # no δ-grid variants: one compile less per readout (as the quick run)
     decoder_hidden=12,
     decoder_pixels=20,
     token_length=3,
@@ -26,6 +28,11 @@ TINY = dataclasses.replace(
     token_latents=6,
     include_tokens=False,  # tested on its own below: each test stays under ~20 s
     num_bootstrap=20,
+    # learned worlds: untrained tiny networks (the code path, not the science)
+    learned_scale="untrained",
+    learned_text_latents=3,
+    learned_ar_latents=2,
+    learned_image_latents=3,
 )
 
 
@@ -37,9 +44,20 @@ def test_tiny_run_writes_result_and_figures(tmp_path):
     for field in ("name", "config", "seed", "versions", "elapsed_seconds", "metrics", "claims"):
         assert field in loaded
     claims = loaded["claims"]
-    # one sharp claim per n and the smooth decoder (the token world is off here)
-    assert [c["claim"] for c in claims] == ["C2"] * 2
-    assert "smooth readout" in claims[-1]["statement"]
+    # one sharp claim per n, the smooth decoder (the token world is off here), and the
+    # learned rows: parallel / image, AR / image, image alone
+    assert [c["claim"] for c in claims] == ["C2"] * 5
+    assert "smooth readout" in claims[1]["statement"]
+    assert "(parallel," in claims[2]["statement"] and "(autoregressive" in claims[3]["statement"]
+    assert claims[4]["statement"].startswith("learned image decoder")
+    learned = loaded["metrics"]["learned"]
+    for which in ("parallel", "ar"):
+        r = learned["ratios"][which]
+        assert r["ratio"] == pytest.approx(r["median_a"] / r["median_b"])
+        assert r["median_a"] == pytest.approx(learned["text"][which]["tv"]["median"])
+        assert set(learned["text"][which]) == set(diagnostics.CATEGORICAL_MEASURES)
+    assert set(learned["image"]["decoder"]) == set(diagnostics.SMOOTH_MEASURES)
+    assert learned["text"]["num_ar_latents"] == TINY.learned_ar_latents
     for c in claims:
         assert math.isfinite(c["measured"]) and c["measured"] > 0
         assert isinstance(c["held"], bool) and c["detail"] and c["interval"] is not None
@@ -57,7 +75,7 @@ def test_tiny_run_writes_result_and_figures(tmp_path):
     assert metrics["identity"][0]["linearized"]["median"] == pytest.approx(1.0, abs=1e-6)
     # a single n: no slope fit, and the result says why
     assert "note" in metrics["slopes"]["tv"][0]
-    assert loaded["figures"] == ["dabi_vs_dimension.png", "dabi_variants.png"]
+    assert loaded["figures"] == ["dabi_vs_dimension.png", "dabi_variants.png", "dabi_learned.png"]
     for name in loaded["figures"]:
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert loaded["arrays"] == ["dabi_primary.npz"]
@@ -147,6 +165,53 @@ def test_measure_readout_accepts_any_readout(key):
     assert summary["euclidean"]["median"] >= 0.9  # ≥ 1 at linear order (Jensen)
 
 
+def test_median_ratio_interval():
+    rng = np.random.default_rng(0)
+    out = rs.median_ratio_interval(
+        np.full((5, 3), 20.0), np.full(7, 2.0), rng=rng, num_bootstrap=50
+    )
+    assert (out["ratio"], out["ci_low"], out["ci_high"]) == (10.0, 10.0, 10.0)
+    a, b = rng.lognormal(3.0, 1.0, (200, 4)), rng.lognormal(0.0, 0.5, 300)
+    out = rs.median_ratio_interval(a, b, rng=rng, num_bootstrap=500)
+    assert out["ci_low"] <= out["ratio"] <= out["ci_high"]
+    assert out["ratio"] == pytest.approx(
+        np.quantile(a, 0.5, method="inverted_cdf") / np.quantile(b, 0.5, method="inverted_cdf")
+    )
+
+
+def test_per_latent_readouts_equal_the_batched_measurement():
+    # the mixture, latents and settings of TINY's n = 6 cell (its program is compiled)
+    world = rs.make_mixture(TINY, 6, jr.key(0))
+    x, _ = world.sample_data(jr.key(1), TINY.num_latents)
+    opts = dict(key=jr.key(2), num_bootstrap=20)
+    batched, per_b = rs.measure_readout(world, x, rng=np.random.default_rng(0), **opts)
+    looped, per_l = rs.measure_readout_per_latent(
+        [world] * x.shape[0], x, rng=np.random.default_rng(0), **opts
+    )
+    for name in diagnostics.CATEGORICAL_MEASURES:
+        np.testing.assert_allclose(per_l[name], per_b[name], rtol=1e-9)
+    assert looped["tv"]["median"] == pytest.approx(batched["tv"]["median"], rel=1e-12)
+    with pytest.raises(ValueError, match="one readout per latent"):
+        rs.measure_readout_per_latent([world], x, rng=np.random.default_rng(0), key=jr.key(2))
+
+
+def test_teacher_forced_ar_reads_the_greedy_decode_at_the_clean_latent():
+    from flax import nnx
+
+    text = few_step.learned_worlds("untrained").text
+    # two latents, as TINY's AR part: the greedy-decode program is already compiled
+    x = text.encode(np.asarray(text.val_tokens[: TINY.learned_ar_latents]))
+    prefix, logits = text.ar_decode(x)  # greedy, committed feedback
+    graphdef, state = nnx.split(text.autoencoder.ar)
+    logits_of = jax.jit(lambda r, z: r.logits(z))  # readouts as arguments, not constants
+    for i in range(x.shape[0]):
+        readout = rs.TeacherForcedAR(graphdef, state, prefix[i])
+        # teacher forcing on the decoder's own committed tokens gives, at every position,
+        # the logits the left-to-right greedy decode computed there
+        np.testing.assert_allclose(logits_of(readout, x[i]), logits[i], atol=1e-5)
+        np.testing.assert_array_equal(readout.readout(x[i]), prefix[i])
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="sharpness"):
         rs.Config(sharpness=(4.0, 1.0))
@@ -171,3 +236,9 @@ def test_quick_scale_verdicts(tmp_path):
     assert not sharp[2]["held"]
     assert token["held"], token["detail"]
     assert smooth["held"], smooth["detail"]
+    # learned worlds (quick models): both text decoders ≫ the image decoder (measured
+    # ratios ≈ 190 and ≈ 790 of medians), and the image decoder's DABI ≈ 1.5, in [0, 2]
+    parallel, ar, image = claims[len(dims) + 2 :]
+    for c in (parallel, ar, image):
+        assert c["held"], c["detail"]
+    assert ar["measured"] > parallel["measured"]  # the AR readout is the sharper one
