@@ -224,13 +224,7 @@ class Config:
             raise ValueError(
                 f"learned_num_steps must be integers >= 1, got {self.learned_num_steps}"
             )
-        for field, steps in (
-            ("max_steps", self.num_steps),
-            ("learned_max_steps", self.learned_num_steps),
-        ):
-            value = getattr(self, field)
-            if value is not None and (int(value) != value or value < max(steps)):
-                raise ValueError(f"{field} must be None or an integer >= {max(steps)}, got {value}")
+        few_step.check_max_steps(self)
         if self.learned_batch_size < 2:
             raise ValueError(f"learned_batch_size must be >= 2, got {self.learned_batch_size}")
         if self.token_padding < 1:

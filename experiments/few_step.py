@@ -128,6 +128,7 @@ __all__ = [
     "learned_worlds",
     "clear_learned_worlds",
     "check_learned_scale",
+    "check_max_steps",
     "untrained_learned_worlds",
     "learned_model_summary",
     "learned_inputs",
@@ -288,13 +289,7 @@ class Config:
                 f"verdict_steps={self.verdict_steps} must be one of learned_num_steps="
                 f"{self.learned_num_steps}"
             )
-        for field, steps in (
-            ("max_steps", self.num_steps),
-            ("learned_max_steps", self.learned_num_steps),
-        ):
-            value = getattr(self, field)
-            if value is not None and (int(value) != value or value < max(steps)):
-                raise ValueError(f"{field} must be None or an integer >= {max(steps)}, got {value}")
+        check_max_steps(self)
         if self.learned_num_samples < 2:
             raise ValueError(f"learned_num_samples must be >= 2, got {self.learned_num_samples}")
         steps = np.asarray(self.num_steps)
@@ -505,6 +500,18 @@ class LearnedWorlds(NamedTuple):
 
 
 _LEARNED_WORLDS: dict[tuple[str, int, str | None], LearnedWorlds] = {}
+
+
+def check_max_steps(config: Any) -> None:
+    """`config.max_steps` / `learned_max_steps`: None or an integer >= the largest K of
+    `num_steps` / `learned_num_steps` (the padded grid must hold every K)."""
+    for field, steps in (
+        ("max_steps", config.num_steps),
+        ("learned_max_steps", config.learned_num_steps),
+    ):
+        value = getattr(config, field)
+        if value is not None and (int(value) != value or value < max(steps)):
+            raise ValueError(f"{field} must be None or an integer >= {max(steps)}, got {value}")
 
 
 def check_learned_scale(scale: Any) -> str | None:

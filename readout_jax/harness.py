@@ -168,9 +168,8 @@ def _chain(sampler, manifold, record_fn, ts, chain_key, x):
     return state.x, x0, records
 
 
-def _one_chain(sampler, manifold, record_fn, ts, chain_key, x):
-    """One chain of `sample`: (x_K, x̂0(x_K, t_K), records)."""
-    return _chain(sampler, manifold, record_fn, ts, chain_key, x)
+#: One chain of `sample` (the name the tests and benchmarks call).
+_one_chain = _chain
 
 
 def _first_bad_step(sampler, manifold, ts, chain_key, x):

@@ -65,6 +65,19 @@ EVAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 # ---- configs ---------------------------------------------------------------------------
 
 
+def _short_training(steps: int) -> TrainConfig:
+    """The seconds-long training of every model of the `tiny()` test configurations."""
+    return TrainConfig(
+        num_steps=steps,
+        batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_every=steps // 2,
+        eval_every=steps // 2,
+        fast_compile=True,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class TextWorldConfig:
     """Everything that defines a learned text world (all parts, their training, the seed).
@@ -148,27 +161,16 @@ class TextWorldConfig:
     def tiny(cls) -> TextWorldConfig:
         """Seconds-long training for tests (L = 8, one-block models, tens of steps)."""
 
-        def short(steps: int) -> TrainConfig:
-            return TrainConfig(
-                num_steps=steps,
-                batch_size=32,
-                learning_rate=3e-3,
-                warmup_steps=5,
-                log_every=steps // 2,
-                eval_every=steps // 2,
-                fast_compile=True,
-            )
-
         return cls(
             data=data_lib.TextDataConfig(length=8),
             autoencoder=text_lib.TextAEConfig(
                 latent_dim=8, model_dim=32, num_heads=2, encoder_layers=1, ar_layers=1
             ),
-            autoencoder_train=short(40),
+            autoencoder_train=_short_training(40),
             denoiser=den.DenoiserConfig(model_dim=32, num_layers=1, num_heads=2, time_dim=16),
-            denoiser_train=short(20),
+            denoiser_train=_short_training(20),
             evaluator=text_lib.LMConfig(model_dim=32, num_heads=2, num_layers=1),
-            evaluator_train=short(20),
+            evaluator_train=_short_training(20),
             num_eval=64,
             num_metric=64,
         )
@@ -253,26 +255,15 @@ class ImageWorldConfig:
     def tiny(cls) -> ImageWorldConfig:
         """Seconds-long training for tests."""
 
-        def short(steps: int) -> TrainConfig:
-            return TrainConfig(
-                num_steps=steps,
-                batch_size=32,
-                learning_rate=3e-3,
-                warmup_steps=5,
-                log_every=steps // 2,
-                eval_every=steps // 2,
-                fast_compile=True,
-            )
-
         return cls(
             autoencoder=image_lib.ImageAEConfig(latent_dim=8, hidden=32, num_layers=1),
-            autoencoder_train=short(40),
+            autoencoder_train=_short_training(40),
             denoiser=den.DenoiserConfig(
                 architecture="mlp", model_dim=32, num_layers=1, time_dim=16
             ),
-            denoiser_train=short(20),
+            denoiser_train=_short_training(20),
             classifier=image_lib.ClassifierConfig(hidden=32, num_layers=1),
-            classifier_train=short(20),
+            classifier_train=_short_training(20),
         )
 
 
